@@ -1,0 +1,201 @@
+"""CLI: ``train``, ``eval``, ``predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from .cli import console, err_console, user_errors
+
+
+def _rich_reporter():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .train.api import Reporter
+
+    class RichReporter(Reporter):
+        def __init__(self):
+            self._prog = None
+            self._task = None
+
+        def stage(self, name, detail=""):
+            console.print(f"[bold cyan]{name}[/] {detail}")
+
+        def message(self, text):
+            console.print(f"  {text}")
+
+        def progress(self, task, done, total):
+            if self._prog is None:
+                self._prog = Progress(TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console, transient=True)
+                self._prog.start()
+                self._task = self._prog.add_task(task, total=total, rate="")
+                import time
+
+                self._t0, self._d0 = time.perf_counter(), done
+            import time
+
+            dt = time.perf_counter() - self._t0
+            rate = f"{(done - self._d0) / dt:.1f} img/s" if dt > 0 and done > self._d0 else ""
+            self._prog.update(self._task, completed=done, rate=rate)
+            if done >= total:
+                self._prog.stop()
+                self._prog = None
+
+        def epoch(self, s):
+            console.print(f"  Epoch {s.epoch:3d}  train loss {s.train_loss:.4f} acc {s.train_accuracy:.3f}  |  "
+                          f"val loss {s.val_loss:.4f} acc {s.val_accuracy:.3f}  |  lr {s.lr:.2e}  {s.seconds:.2f}s")
+
+    return RichReporter()
+
+
+def _metrics_table(metrics: dict, title: str) -> Table:
+    t = Table(title=title, show_lines=False)
+    t.add_column("split")
+    t.add_column("n", justify="right")
+    t.add_column("accuracy", justify="right")
+    t.add_column("ROC-AUC", justify="right")
+    labels = None
+    for name in ("train", "validation", "test", "eval"):
+        m = metrics.get(name)
+        if not isinstance(m, dict):
+            continue
+        if labels is None:
+            labels = list(m["per_class"])
+            for lab in labels:
+                t.add_column(f"{lab} P/R/F1", justify="right")
+        auc = m.get("roc_auc")
+        row = [name, str(m["n"]), f"{m['accuracy']:.3f}", "-" if auc is None else f"{auc:.3f}"]
+        row += [f"{m['per_class'][lab]['precision']:.2f}/{m['per_class'][lab]['recall']:.2f}/{m['per_class'][lab]['f1']:.2f}"
+                for lab in labels]
+        t.add_row(*row)
+    return t
+
+
+def train_cmd(
+    data: Optional[Path] = typer.Argument(None, help="Dataset folder with one sub-folder per class. Default: the bundled SDNET2018 deck sample (400 images)."),
+    out: Path = typer.Option(Path("runs/deck"), "--out", "-o", help="Run folder to write."),
+    label_from: str = typer.Option("folder", help="Labels from the 'folder' name or the file name 'prefix' letters."),
+    val_dir: Optional[Path] = typer.Option(None, help="Explicit validation folder."),
+    test_dir: Optional[Path] = typer.Option(None, help="Explicit test folder."),
+    train_fraction: float = typer.Option(0.7, help="Share of the data used for training; the rest is split validation/test."),
+    val_fraction: float = typer.Option(0.9, help="Share of the non-training rest used for validation (the remainder is test)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="efficientnet_lite0/1/2, mobilenet_v3_large, resnet50, resnet18."),
+    weights: Optional[Path] = typer.Option(None, help="Local pretrained weights file (needed for torchvision backbones)."),
+    allow_download: bool = typer.Option(False, help="Let torchvision download ImageNet weights (needs network)."),
+    image_size: Optional[int] = typer.Option(None, help="Square input size (multiple of 32). Default: the backbone's."),
+    fine_tune_blocks: Optional[int] = typer.Option(None, help="Backbone units fine-tuned on the cached trunk (0: head only)."),
+    views: int = typer.Option(8, help="Flip/rotation views cached per image for augmentation (1-8)."),
+    pool: str = typer.Option("avg", help="Head pooling: avg, max, avgmax."),
+    dropout: float = typer.Option(0.2, help="Dropout before the classifier."),
+    epochs: int = typer.Option(40, help="Maximum epochs."),
+    batch_size: int = typer.Option(32, help="Mini-batch size."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate of the head."),
+    lr_top: Optional[float] = typer.Option(None, help="Learning rate of fine-tuned backbone units (default lr/10)."),
+    weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    schedule: str = typer.Option("cosine", help="cosine, step or constant."),
+    warmup_epochs: int = typer.Option(1, help="Linear warm-up epochs."),
+    early_stopping: bool = typer.Option(True, help="Stop when the monitored metric stalls; best weights are restored."),
+    monitor: str = typer.Option("val_loss", help="val_loss or val_accuracy."),
+    patience: int = typer.Option(8, help="Epochs without improvement before stopping."),
+    min_delta: float = typer.Option(1e-3, help="Smallest improvement that counts."),
+    class_weight: str = typer.Option("auto", help="auto (inverse class frequency) or none."),
+    label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
+    positive_label: Optional[str] = typer.Option(None, help="The cracked class (default: the C-prefixed label, e.g. CD)."),
+    threshold: str = typer.Option("f1", help="Decision threshold: 'f1' maximises cracked-class F1; 'recall' reaches --target-recall."),
+    target_recall: float = typer.Option(0.95, help="Cracked-class recall for --threshold recall."),
+    seed: int = typer.Option(0, help="Seed of splits, initialisation and shuffling."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Bottleneck cache folder (default $EDGECRACK_CACHE or ~/.cache/edgecrack)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features; do not read or write the cache."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+    export: bool = typer.Option(True, help="Export model.onnx at the end."),
+    opset: int = typer.Option(17, help="ONNX opset of the export (>= 13)."),
+    plots: bool = typer.Option(True, help="Write PNG plots."),
+) -> None:
+    """Train a crack classifier by transfer learning (bottleneck phase + training phase)."""
+    from .train.api import TrainConfig, train
+    from .train.loop import LoopConfig
+
+    loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_top=lr_top, weight_decay=weight_decay,
+                      schedule=schedule, warmup_epochs=warmup_epochs, early_stopping=early_stopping, monitor=monitor,
+                      patience=patience, min_delta=min_delta, class_weight=class_weight, label_smoothing=label_smoothing,
+                      seed=seed)
+    cfg = TrainConfig(data=str(data) if data else None, out=str(out), label_from=label_from,
+                      val_dir=str(val_dir) if val_dir else None, test_dir=str(test_dir) if test_dir else None,
+                      train_fraction=train_fraction, val_fraction_of_rest=val_fraction, backbone=backbone,
+                      weights=str(weights) if weights else None, allow_download=allow_download, image_size=image_size,
+                      views=views, pool=pool, dropout=dropout, positive_label=positive_label,
+                      threshold_mode=threshold, target_recall=target_recall, device=device,
+                      cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache, threads=threads,
+                      export=export, opset=opset, plots=plots, loop=loop)
+    if fine_tune_blocks is not None:
+        cfg.fine_tune_blocks = fine_tune_blocks
+    res = train(cfg, _rich_reporter())
+    console.print(_metrics_table(res.metrics, f"edgecrack train: {res.manifest.backbone}, best epoch {res.best_epoch}"))
+    thr = res.manifest.threshold
+    tm = res.timings
+    console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "
+                  f"{tm['training_s']:.1f}s)  threshold {thr if thr is None else f'{thr:.3f}'} on "
+                  f"{res.manifest.positive_label}  skipped {len(res.skipped)} files")
+    console.print(f"run folder: {res.run_dir}  (checkpoint.safetensors, model.onnx, metrics.json, plots/)")
+
+
+def eval_cmd(
+    artifact: Path = typer.Argument(..., help="Run folder, .onnx (FP32/INT8) or .engine."),
+    data: Path = typer.Argument(..., help="Labelled image folder (one sub-folder per class)."),
+    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime-cuda, onnxruntime-cpu, torch."),
+    label_from: str = typer.Option("folder", help="folder or prefix."),
+    batch_size: int = typer.Option(16, help="Images per inference call."),
+    out: Optional[Path] = typer.Option(None, help="Write the metrics JSON here."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Metrics of an artifact on any labelled folder."""
+    from .evaluate import evaluate
+
+    res = evaluate(artifact, data, backend, label_from, batch_size, out)
+    if json_out:
+        console.print_json(json.dumps({"artifact": res.artifact, "backend": res.backend, "metrics": res.metrics}))
+        return
+    console.print(_metrics_table({"eval": res.metrics}, f"{Path(res.artifact).name} on {res.backend['backend']}"))
+    if res.skipped:
+        err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]))
+
+
+def predict_cmd(
+    artifact: Path = typer.Argument(..., help="Run folder, .onnx or .engine."),
+    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime-cuda, onnxruntime-cpu, torch."),
+    label_from: str = typer.Option("folder", help="Where 'Actual' comes from when known: folder or prefix."),
+    batch_size: int = typer.Option(16, help="Images per inference call."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Predict single or multiple images (tutorial-style lines, or --json)."""
+    from .evaluate import expand_inputs, predict_files
+    from .runtime import open_backend
+
+    sel = open_backend(artifact, backend)
+    paths = expand_inputs(images)
+
+    def show(p):
+        if json_out:
+            typer.echo(json.dumps(p.to_dict()))
+        else:
+            typer.echo(p.line())
+
+    preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show)
+    for p, why in skipped:
+        err_console.print(f"skipped {p}: {why}")
+    if not preds:
+        err_console.print("[bold red]error:[/] no image could be predicted")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(user_errors(train_cmd))
+    app.command("eval")(user_errors(eval_cmd))
+    app.command("predict")(user_errors(predict_cmd))

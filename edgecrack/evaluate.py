@@ -1,0 +1,149 @@
+"""Single and batch prediction, and evaluation of any artifact on a labelled folder (torch-free)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .data import discover, label_from_name, list_images
+from .errors import DatasetError, ImageDecodeError
+from .io import atomic_write_json
+from .metrics import classification_report, predict_labels
+from .preprocess import IMAGE_SUFFIXES, decode_image, preprocess
+from .runtime import Selection, open_backend
+
+
+@dataclass
+class Prediction:
+    """One image's result."""
+
+    image: str
+    predicted: str
+    probability: float
+    probs: dict[str, float]
+    actual: str | None = None
+
+    def line(self) -> str:
+        """The tutorial's line: ``Image: NAME | Actual: LABEL | Predicted: LABEL (p=0.97)``."""
+        actual = f" | Actual: {self.actual}" if self.actual is not None else ""
+        return f"Image: {Path(self.image).name}{actual} | Predicted: {self.predicted} (p={self.probability:.2f})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "actual": self.actual, "predicted": self.predicted,
+                "probability": self.probability, "probs": self.probs}
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to their images (recursive, sorted)."""
+    out: list[Path] = []
+    for i in inputs:
+        p = Path(i)
+        if p.is_dir():
+            out += list_images(p)
+        else:
+            out.append(p)
+    return out
+
+
+def _actual(path: Path, labels: list[str], label_from: str) -> str | None:
+    lab = path.parent.name if label_from == "folder" else label_from_name(path.name)
+    return lab if lab in labels else None
+
+
+def predict_files(sel: Selection, paths: list[Path], batch_size: int = 16, label_from: str = "folder",
+                  on_result: Callable[[Prediction], None] | None = None) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Predict images in batches; undecodable or missing files are skipped and returned.
+
+    Returns:
+        (predictions in input order, skipped ``(path, reason)``)
+    """
+    m = sel.backend.manifest
+    preds: list[Prediction] = []
+    skipped: list[tuple[str, str]] = []
+    pos = m.positive_index
+
+    def flush(batch_paths: list[Path], imgs: list[np.ndarray]) -> None:
+        if not imgs:
+            return
+        probs = sel.backend.probs(preprocess(imgs, m.input))
+        idx = predict_labels(probs, pos, m.threshold)
+        for pth, pr, k in zip(batch_paths, probs, idx):
+            p = Prediction(str(pth), m.labels[k], float(pr[k]), {lab: float(v) for lab, v in zip(m.labels, pr)},
+                           _actual(pth, m.labels, label_from))
+            preds.append(p)
+            if on_result:
+                on_result(p)
+
+    bp: list[Path] = []
+    bi: list[np.ndarray] = []
+    for pth in paths:
+        if not pth.exists():
+            skipped.append((str(pth), "file not found"))
+            continue
+        if pth.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((str(pth), "not an image file type"))
+            continue
+        try:
+            bi.append(decode_image(pth))
+            bp.append(pth)
+        except ImageDecodeError as e:
+            skipped.append((str(pth), e.message.split(": ", 1)[-1]))
+            continue
+        if len(bi) >= batch_size:
+            flush(bp, bi)
+            bp, bi = [], []
+    flush(bp, bi)
+    return preds, skipped
+
+
+@dataclass
+class EvalResult:
+    artifact: str
+    backend: dict[str, Any]
+    metrics: dict[str, Any]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate(artifact: str | Path, data: str | Path, backend: str = "auto", label_from: str = "folder",
+             batch_size: int = 16, out: str | Path | None = None, threads: int | None = None,
+             selection: Selection | None = None) -> EvalResult:
+    """Metrics of an artifact on a labelled folder.
+
+    Args:
+        artifact: Run folder, ONNX (FP32/INT8) or engine.
+        data: Labelled image folder (class sub-folders, or prefixed names with ``label_from="prefix"``).
+        backend: Backend preference for :func:`edgecrack.runtime.open_backend`.
+        label_from: ``folder`` or ``prefix``.
+        batch_size: Images per inference call.
+        out: Write ``metrics.json`` here (a file path).
+        threads: CPU threads for onnxruntime.
+        selection: An already opened backend (overrides ``artifact``/``backend``).
+
+    Raises:
+        DatasetError: No labelled images, or labels the model does not know.
+    """
+    t0 = time.perf_counter()
+    sel = selection or open_backend(artifact, backend, threads=threads)
+    m = sel.backend.manifest
+    ds = discover(data, label_from, min_classes=1)
+    unknown = sorted(set(ds.classes) - set(m.labels))
+    if unknown:
+        raise DatasetError(f"{data} has classes {unknown} the model does not know (it knows {m.labels})",
+                           "evaluate on folders named after the model's labels")
+    preds, skipped = predict_files(sel, [s.path for s in ds.samples], batch_size, label_from)
+    truth = {str(s.path): s.label for s in ds.samples}
+    y = np.array([m.labels.index(truth[p.image]) for p in preds], dtype=int)
+    probs = np.array([[p.probs[lab] for lab in m.labels] for p in preds], dtype=np.float64).reshape(-1, len(m.labels))
+    metrics = classification_report(y, probs, m.labels, m.positive_index, m.threshold)
+    metrics["skipped"] = len(skipped) + len(ds.skipped)
+    res = EvalResult(str(sel.backend.artifact), sel.backend.info(), metrics, list(ds.skipped) + skipped,
+                     time.perf_counter() - t0)
+    if out is not None:
+        atomic_write_json(out, {"artifact": res.artifact, "backend": res.backend, "data": str(data),
+                                "metrics": metrics, "skipped": res.skipped})
+    return res

@@ -1,0 +1,1 @@
+"""Exporters: ONNX (torch side), onnxruntime INT8, TensorRT engines."""

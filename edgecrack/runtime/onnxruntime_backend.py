@@ -1,0 +1,92 @@
+"""onnxruntime backend: CPU, and CUDA / TensorRT execution providers when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, BackendUnavailable
+from ..manifest import Manifest
+from .base import Backend
+
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an ONNX artifact with onnxruntime.
+
+    Args:
+        artifact: ``.onnx`` file.
+        manifest: Its manifest.
+        device: ``cpu``, ``cuda`` or ``tensorrt`` (execution provider family).
+        threads: Intra-op threads (None: onnxruntime's default, all physical cores).
+    """
+
+    def __init__(self, artifact: str | Path, manifest: Manifest, device: str = "cpu", threads: int | None = None):
+        super().__init__(artifact, manifest)
+        if device not in _PROVIDERS:
+            raise ValueError(f"unknown onnxruntime device {device!r}")
+        self.device = device
+        self.threads = threads
+        self.name = f"onnxruntime-{device}"
+        self._sess = None
+
+    @staticmethod
+    def probe(device: str) -> str | None:
+        """None when this device can run here, else the reason it cannot."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        have = ort.get_available_providers()
+        need = _PROVIDERS[device][0]
+        if need not in have:
+            return f"onnxruntime {ort.__version__} has no {need} (available: {', '.join(have)})"
+        return None
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        why = self.probe(self.device)
+        if why:
+            raise BackendUnavailable(why)
+        if not self.artifact.is_file():
+            raise ArtifactError(f"ONNX model not found: {self.artifact}", "export it with edgecrack export")
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._sess = ort.InferenceSession(str(self.artifact), so, providers=_PROVIDERS[self.device])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
+            raise ArtifactError(f"onnxruntime cannot load {self.artifact}: {str(e).splitlines()[0][:300]}",
+                                "the file is corrupt or truncated: export it again (edgecrack export)") from None
+        if self.device != "cpu" and self._sess.get_providers()[0] != _PROVIDERS[self.device][0]:
+            got = self._sess.get_providers()
+            self._sess = None
+            raise BackendUnavailable(f"onnxruntime could not start {_PROVIDERS[self.device][0]} (got {got})")
+
+    def _close(self) -> None:
+        self._sess = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self._sess.run(None, feeds)
+        return {o.name: v for o, v in zip(self._sess.get_outputs(), outs)}
+
+    def _info(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {
+            "library": f"onnxruntime {ort.__version__}",
+            "device": self.device,
+            "precision": "int8" if self.manifest.kind == "onnx-int8" else "fp32",
+            "providers": self._sess.get_providers() if self._sess else _PROVIDERS[self.device],
+            "threads": self.threads or os.cpu_count(),
+        }

@@ -1,0 +1,378 @@
+"""``edgecrack train``: discover -> bottleneck phase -> training phase -> metrics -> artifacts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data import DEFAULT_DATASET, Dataset, discover, default_positive, fingerprint, tutorial_split, stratified_split
+from ..errors import ConfigError, DatasetError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..manifest import Manifest, read_manifest, write_manifest
+from ..metrics import choose_threshold, classification_report
+from ..preprocess import InputContract, preprocess_files
+from .backbones import BACKBONES, load_backbone
+from .bottleneck import VIEWS, default_cache_dir, features_from_images, model_key
+from .loop import EpochStats, LoopConfig, logits_from_features, train_on_features
+from .model import POOLS, CrackNet, build_cracknet, skeleton_cracknet
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``edgecrack train`` needs; written to ``config.json`` in the run folder.
+
+    Attributes:
+        data: Dataset folder (None: the bundled SDNET2018 deck sample).
+        out: Run folder.
+        label_from: ``folder`` or ``prefix`` (ML.NET's ``useFolderNameAsLabel=false``).
+        val_dir: Explicit validation folder (else split from ``data``).
+        test_dir: Explicit test folder (else split from ``data``).
+        train_fraction: Share of ``data`` used for training (tutorial: 0.7).
+        val_fraction_of_rest: Share of the remainder used for validation (tutorial: 0.9).
+        backbone: Backbone registry name.
+        weights: Local weights file (torchvision backbones need one unless ``allow_download``).
+        allow_download: Let torchvision download weights.
+        image_size: Square input size (None: the backbone's native size).
+        fine_tune_blocks: Backbone units trained on top of the cached trunk (0: head only).
+        views: Dihedral views cached per image (1 = no augmentation, up to 8).
+        pool: Global pooling of the head: avg, max, avgmax.
+        dropout: Dropout before the classifier.
+        positive_label: The cracked class (None: SDNET2018's C-prefixed label).
+        threshold_mode: ``f1`` (maximise F1 of the cracked class) or ``recall``.
+        target_recall: Cracked-class recall to reach with ``threshold_mode=recall``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        cache_dir: Bottleneck cache root (None: ``$EDGECRACK_CACHE`` or ``~/.cache/edgecrack``).
+        no_cache: Recompute features, do not read or write the cache.
+        threads: CPU threads (None: all cores).
+        export: Export ``model.onnx`` at the end.
+        opset: ONNX opset of the export.
+        plots: Write PNG plots.
+    """
+
+    data: str | None = None
+    out: str = "runs/deck"
+    label_from: str = "folder"
+    val_dir: str | None = None
+    test_dir: str | None = None
+    train_fraction: float = 0.7
+    val_fraction_of_rest: float = 0.9
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None
+    allow_download: bool = False
+    image_size: int | None = None
+    fine_tune_blocks: int = 0
+    views: int = 8
+    pool: str = "avg"
+    dropout: float = 0.2
+    positive_label: str | None = None
+    threshold_mode: str = "f1"
+    target_recall: float = 0.95
+    device: str = "auto"
+    cache_dir: str | None = None
+    no_cache: bool = False
+    threads: int | None = None
+    export: bool = True
+    opset: int = 17
+    plots: bool = True
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Reporter:
+    """Progress callbacks; the CLI renders them, the library stays silent by default."""
+
+    def stage(self, name: str, detail: str = "") -> None: ...
+
+    def progress(self, task: str, done: int, total: int) -> None: ...
+
+    def epoch(self, stats: EpochStats) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    manifest: Manifest
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    timings: dict[str, float]
+    skipped: list[tuple[str, str]]
+    best_epoch: int
+    counts: dict[str, dict[str, int]]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but PyTorch sees no CUDA device", "use --device auto or cpu")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {device!r}", "use auto, cpu or cuda")
+    return device
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"unknown backbone {cfg.backbone!r}", f"choose one of: {', '.join(BACKBONES)}")
+    if not 1 <= cfg.views <= len(VIEWS):
+        raise ConfigError(f"--views must be 1..{len(VIEWS)}, got {cfg.views}")
+    if cfg.pool not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)}, got {cfg.pool!r}")
+    if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 32):
+        raise ConfigError(f"--image-size must be a multiple of 32 (>= 32), got {cfg.image_size}")
+    if not 0 < cfg.train_fraction < 1:
+        raise ConfigError(f"--train-fraction must be in (0, 1), got {cfg.train_fraction}")
+    if cfg.threshold_mode not in ("f1", "recall"):
+        raise ConfigError(f"--threshold must be f1 or recall, got {cfg.threshold_mode!r}")
+    if cfg.loop.epochs < 1 or cfg.loop.batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be positive")
+
+
+def versions() -> dict[str, str]:
+    import cv2
+
+    v = {"edgecrack": __version__, "torch": torch.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
+         "python": platform.python_version()}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    """Run the whole training job and write the run folder.
+
+    Raises:
+        DatasetError: Missing/empty/single-class data, or val/test classes that differ.
+        WeightsError: Backbone weights unavailable.
+        ConfigError: Invalid options.
+    """
+    rep = reporter or Reporter()
+    _validate(cfg)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    device = resolve_device(cfg.device)
+    cfg.loop.device = device
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.loop.seed)
+
+    # -- data ------------------------------------------------------------------------
+    root = Path(cfg.data) if cfg.data else DEFAULT_DATASET
+    ds = discover(root, cfg.label_from)
+    val_ds = discover(cfg.val_dir, cfg.label_from, min_classes=1) if cfg.val_dir else None
+    test_ds = discover(cfg.test_dir, cfg.label_from, min_classes=1) if cfg.test_dir else None
+    classes = ds.classes
+    for name, extra in (("validation", val_ds), ("test", test_ds)):
+        if extra is not None and not set(extra.classes) <= set(classes):
+            raise DatasetError(f"{name} folder {extra.root} has classes {extra.classes} not in training classes {classes}",
+                               "use the same class folder names in every split")
+    positive = cfg.positive_label or default_positive(classes)
+    if positive is not None and positive not in classes:
+        raise ConfigError(f"--positive-label {positive!r} is not a class ({', '.join(classes)})")
+    rep.stage("data", f"{len(ds.samples)} images in {root} ({', '.join(f'{k}: {v}' for k, v in ds.counts().items())})")
+
+    # -- model -----------------------------------------------------------------------
+    t0 = time.perf_counter()
+    bb = load_backbone(cfg.backbone, cfg.weights, cfg.allow_download)
+    size = cfg.image_size or bb.spec.default_size
+    contract = InputContract(size, size, mean=bb.spec.mean, std=bb.spec.std)
+    if not 0 <= cfg.fine_tune_blocks < len(bb.units):
+        raise ConfigError(f"--fine-tune-blocks must be in [0, {len(bb.units) - 1}] for {cfg.backbone}")
+    net = build_cracknet(bb, len(classes), cfg.fine_tune_blocks, contract, cfg.dropout, cfg.pool)
+    timings["load_backbone_s"] = time.perf_counter() - t0
+
+    # -- bottleneck phase ------------------------------------------------------------
+    views = list(VIEWS)[: cfg.views]
+    pooled = cfg.fine_tune_blocks == 0 and cfg.pool == "avg"
+    key = model_key(cfg.backbone, bb.weights_id, contract, cfg.fine_tune_blocks, pooled, views)
+    cache = None if cfg.no_cache else Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    all_samples = list(ds.samples) + (val_ds.samples if val_ds else []) + (test_ds.samples if test_ds else [])
+    rep.stage("bottleneck", f"frozen trunk of {cfg.backbone} at {size}x{size}, {len(views)} views per image, "
+              f"cache {'off' if cache is None else cache}")
+    fs = features_from_images([s.path for s in all_samples], net, contract, key, views=views, pooled=pooled,
+                              cache_dir=cache, device=device, threads=cfg.threads,
+                              progress=lambda d, t: rep.progress("bottleneck", d, t))
+    timings["bottleneck_s"] = fs.seconds
+    rep.message(f"bottleneck: {fs.computed} computed, {fs.hits} from cache, {len(fs.skipped)} skipped"
+                + (f", {fs.images_per_s:.1f} images/s ({fs.engine})" if fs.computed else ""))
+    row = {str(p): i for i, p in enumerate(fs.paths)}
+    skipped = list(ds.skipped) + list(fs.skipped)
+
+    def rows(samples) -> tuple[np.ndarray, np.ndarray]:
+        keep = [(row[str(s.path)], classes.index(s.label)) for s in samples if str(s.path) in row]
+        if not keep:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        r, y = zip(*keep)
+        return np.array(r), np.array(y)
+
+    main_rows, main_y = rows(ds.samples)
+    if len(main_rows) == 0:
+        raise DatasetError(f"none of the images in {root} could be decoded", "see skipped.txt in the run folder")
+    if len(set(main_y.tolist())) < 2:
+        raise DatasetError(f"after skipping unreadable files only one class is left in {root}")
+    main_labels = [classes[i] for i in main_y]
+    if val_ds is None and test_ds is None:
+        tr, va, te = tutorial_split(main_labels, cfg.loop.seed, cfg.train_fraction, cfg.val_fraction_of_rest)
+    elif val_ds is None:
+        tr, va = stratified_split(main_labels, (cfg.train_fraction, 1 - cfg.train_fraction), cfg.loop.seed)
+        te = None
+    else:
+        tr, va, te = np.arange(len(main_rows)), None, None
+    tr_rows, tr_y = main_rows[tr], main_y[tr]
+    va_rows, va_y = (main_rows[va], main_y[va]) if va is not None else rows(val_ds.samples)
+    te_rows, te_y = (main_rows[te], main_y[te]) if te is not None else (rows(test_ds.samples) if test_ds else (np.zeros(0, int), np.zeros(0, int)))
+    counts = {"train": _count(tr_y, classes), "validation": _count(va_y, classes), "test": _count(te_y, classes)}
+    rep.stage("split", ", ".join(f"{k} {sum(v.values())}" for k, v in counts.items()))
+
+    # -- training phase --------------------------------------------------------------
+    t0 = time.perf_counter()
+    F = fs.features
+    history, best_epoch = train_on_features(net, F[tr_rows], tr_y, F[va_rows][:, 0] if len(va_rows) else None,
+                                            va_y if len(va_rows) else None, cfg.loop, on_epoch=rep.epoch)
+    timings["training_s"] = time.perf_counter() - t0
+
+    # -- metrics and threshold -------------------------------------------------------
+    pos_idx = classes.index(positive) if positive else None
+
+    def probs_of(r):
+        if len(r) == 0:
+            return np.zeros((0, len(classes)), np.float32)
+        lg = logits_from_features(net, F[r][:, 0], device)
+        return torch.softmax(torch.from_numpy(lg), 1).numpy()
+
+    va_p, te_p, tr_p = probs_of(va_rows), probs_of(te_rows), probs_of(tr_rows)
+    threshold = None
+    if pos_idx is not None:
+        if len(va_rows):
+            threshold = choose_threshold(va_y == pos_idx, va_p[:, pos_idx], cfg.threshold_mode, cfg.target_recall)
+        else:
+            threshold = 0.5
+    metrics = {"train": classification_report(tr_y, tr_p, classes, pos_idx, threshold)}
+    if len(va_rows):
+        metrics["validation"] = classification_report(va_y, va_p, classes, pos_idx, threshold)
+    if len(te_rows):
+        metrics["test"] = classification_report(te_y, te_p, classes, pos_idx, threshold)
+    metrics["best_epoch"] = best_epoch
+    metrics["epochs_run"] = len(history)
+
+    # -- artifacts -------------------------------------------------------------------
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    train_hashes = [fs.hashes[r] for r in tr_rows]
+    manifest = Manifest(
+        kind="checkpoint", labels=classes, positive_label=positive, threshold=threshold, input=contract,
+        backbone=cfg.backbone, weights_id=bb.weights_id, fine_tune_blocks=cfg.fine_tune_blocks,
+        head={"pool": cfg.pool, "dropout": cfg.dropout},
+        data_fingerprint=fingerprint(train_hashes, [classes[i] for i in tr_y]),
+        metrics={k: {"accuracy": v["accuracy"], "roc_auc": v.get("roc_auc"), "n": v["n"]}
+                 for k, v in metrics.items() if isinstance(v, dict)},
+        versions=versions(),
+    )
+    save_checkpoint(net, manifest, run)
+    atomic_write_json(run / "config.json", cfg.to_dict())
+    hist_rows = [asdict(h) for h in history]
+    _write_history(run / "history.csv", hist_rows)
+    atomic_write_text(run / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))
+    if cfg.plots:
+        t0 = time.perf_counter()
+        _write_plots(run, hist_rows, metrics, classes, pos_idx, threshold, {"validation": (va_y, va_p), "test": (te_y, te_p)})
+        timings["plots_s"] = time.perf_counter() - t0
+    if cfg.export:
+        from ..export.onnx import export_onnx
+
+        t0 = time.perf_counter()
+        parity_paths = [fs.paths[r] for r in (list(te_rows) + list(va_rows))[:16]]
+        batch = preprocess_files(parity_paths, contract) if parity_paths else None
+        _, om = export_onnx(net.cpu(), manifest, run / "model.onnx", batch, cfg.opset)
+        metrics["onnx_parity"] = om.extra.get("parity_torch_vs_ort")
+        timings["export_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics["timings"] = timings
+    metrics["bottleneck"] = {"computed": fs.computed, "cache_hits": fs.hits, "images_per_s": fs.images_per_s,
+                             "engine": fs.engine, "views": len(views)}
+    metrics["skipped"] = len(skipped)
+    atomic_write_json(run / "metrics.json", metrics)
+    return TrainResult(run, manifest, metrics, hist_rows, timings, skipped, best_epoch, counts)
+
+
+def _count(y: np.ndarray, classes: list[str]) -> dict[str, int]:
+    return {c: int((y == i).sum()) for i, c in enumerate(classes)}
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_plots(run: Path, hist, metrics, classes, pos_idx, threshold, sets) -> None:
+    from .plots import plot_confusion, plot_history, plot_roc_pr
+
+    (run / "plots").mkdir(exist_ok=True)
+    if hist:
+        plot_history(hist, run / "plots" / "training_curves.png")
+    for name, (y, p) in sets.items():
+        if name not in metrics or len(y) == 0:
+            continue
+        cm = np.array(metrics[name]["confusion"]["matrix"])
+        plot_confusion(cm, classes, run / "plots" / f"confusion_{name}.png", name)
+        if pos_idx is not None and len(set(y.tolist())) == 2:
+            plot_roc_pr(y == pos_idx, p[:, pos_idx], run / "plots" / f"roc_pr_{name}.png", threshold, name)
+
+
+def save_checkpoint(net: CrackNet, manifest: Manifest, run: Path) -> Path:
+    """Write ``checkpoint.safetensors`` (no pickle) and ``manifest.json`` atomically."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    atomic_write_bytes(run / "checkpoint.safetensors", save(state, metadata={"edgecrack": json.dumps(manifest.to_dict())}))
+    write_manifest(run, manifest)
+    return run / "checkpoint.safetensors"
+
+
+def load_checkpoint(run: str | Path) -> tuple[CrackNet, Manifest]:
+    """Rebuild the trained network of a run folder (weights-only; no pickle).
+
+    Raises:
+        ArtifactError: Missing/corrupt checkpoint or manifest.
+    """
+    from safetensors.torch import load_file
+
+    from ..errors import ArtifactError
+
+    run = Path(run)
+    ckpt = run / "checkpoint.safetensors"
+    if not ckpt.is_file():
+        raise ArtifactError(f"no checkpoint.safetensors in {run}", "train first: edgecrack train --out " + str(run))
+    manifest = read_manifest(run)
+    net = skeleton_cracknet(manifest.backbone, len(manifest.labels), manifest.fine_tune_blocks, manifest.input,
+                            manifest.head.get("pool", "avg"), manifest.head.get("dropout", 0.2))
+    try:
+        state = load_file(str(ckpt))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types on bad files
+        raise ArtifactError(f"{ckpt} is corrupt or truncated ({e})", "train again or restore the file") from None
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{ckpt} does not match its manifest (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return net.eval(), manifest

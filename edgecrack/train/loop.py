@@ -1,0 +1,194 @@
+"""Training phase: top units + head on cached trunk features, early stopping, schedules."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import CrackNet
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation settings of the training phase.
+
+    Attributes:
+        epochs: Maximum epochs.
+        batch_size: Mini-batch size.
+        lr: Peak learning rate of the head.
+        lr_top: Peak learning rate of the fine-tuned backbone units (None: ``lr / 10``).
+        weight_decay: AdamW weight decay.
+        schedule: ``cosine``, ``constant`` or ``step`` (halve every ``epochs // 4``).
+        warmup_epochs: Linear warm-up epochs.
+        early_stopping: Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+        monitor: ``val_loss`` or ``val_accuracy``.
+        patience: Epochs without improvement before stopping.
+        min_delta: Minimum improvement that resets patience.
+        class_weight: ``auto`` (inverse class frequency) or ``none``.
+        label_smoothing: Cross-entropy label smoothing.
+        seed: Seed of initialisation, shuffling and view sampling.
+        device: ``cpu`` or ``cuda`` (resolved).
+    """
+
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 3e-3
+    lr_top: float | None = None
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    early_stopping: bool = True
+    monitor: str = "val_loss"
+    patience: int = 8
+    min_delta: float = 1e-3
+    class_weight: str = "auto"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+def _lr_factor(cfg: LoopConfig, epoch_float: float) -> float:
+    if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
+        return (epoch_float + 1e-3) / cfg.warmup_epochs
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        step = max(cfg.epochs // 4, 1)
+        return 0.5 ** int(epoch_float // step)
+    span = max(cfg.epochs - cfg.warmup_epochs, 1)
+    t = min(max(epoch_float - cfg.warmup_epochs, 0.0) / span, 1.0)
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency weights normalised to mean 1 (balanced classes give all ones)."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return w.astype(np.float32)
+
+
+def logits_from_features(net: CrackNet, feats: np.ndarray, device: str, batch_size: int = 256) -> np.ndarray:
+    """Logits of cached trunk features (single view ``[N, C, ...]``) in eval mode."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(feats), batch_size):
+            x = torch.from_numpy(feats[i:i + batch_size].astype(np.float32)).to(device)
+            out.append(net.logits_from_trunk(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.head.fc.out_features), np.float32)
+
+
+def train_on_features(net: CrackNet, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
+                      val_y: np.ndarray | None, cfg: LoopConfig,
+                      on_epoch: Callable[[EpochStats], None] | None = None) -> tuple[list[EpochStats], int]:
+    """Train ``net.top`` and ``net.head`` on cached features; restore the best epoch's weights.
+
+    Args:
+        net: Model whose trunk produced the features.
+        train_x: ``[N, views, ...]`` training features; each epoch draws one random view per image.
+        train_y: Class indices.
+        val_x: ``[M, ...]`` validation features (identity view), or None (no early stopping).
+        val_y: Class indices.
+        cfg: Optimisation settings.
+        on_epoch: Called after every epoch with its statistics.
+
+    Returns:
+        (history, best epoch number, 1-based)
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dev = cfg.device
+    net.to(dev)
+    n_classes = net.head.fc.out_features
+    w = class_weights(train_y, n_classes) if cfg.class_weight == "auto" else np.ones(n_classes, np.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(w).to(dev), label_smoothing=cfg.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss()
+    top_params = [p for p in net.top.parameters()]
+    for p in top_params:
+        p.requires_grad_(True)
+    groups = [{"params": list(net.head.parameters()), "lr": cfg.lr}]
+    if top_params:
+        groups.append({"params": top_params, "lr": cfg.lr_top if cfg.lr_top is not None else cfg.lr / 10})
+    base_lrs = [g["lr"] for g in groups]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    n, n_views = train_x.shape[0], train_x.shape[1]
+    steps = max(math.ceil(n / cfg.batch_size), 1)
+    y_t = torch.from_numpy(np.asarray(train_y, np.int64))
+    val_t = torch.from_numpy(val_x.astype(np.float32)).to(dev) if val_x is not None and len(val_x) else None
+    val_y_t = torch.from_numpy(np.asarray(val_y, np.int64)).to(dev) if val_t is not None else None
+    better_lower = cfg.monitor == "val_loss"
+    best_score, best_epoch, best_state, bad = math.inf if better_lower else -math.inf, 0, None, 0
+    history: list[EpochStats] = []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        net.top.eval()  # frozen BatchNorm: running stats stay those of ImageNet
+        net.head.train()
+        order = rng.permutation(n)
+        views = rng.integers(0, n_views, size=n)
+        tot_loss, correct = 0.0, 0
+        for s in range(steps):
+            f = _lr_factor(cfg, epoch + s / steps)
+            for g, lr0 in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr0 * f
+            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if len(idx) == 0:
+                continue
+            xb = torch.from_numpy(train_x[idx, views[idx]].astype(np.float32)).to(dev)
+            yb = y_t[idx].to(dev)
+            logits = net.logits_from_trunk(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        lr_now = opt.param_groups[0]["lr"]
+        net.eval()
+        if val_t is not None:
+            with torch.inference_mode():
+                vl = net.logits_from_trunk(val_t)
+                v_loss = float(eval_loss(vl, val_y_t))
+                v_acc = float((vl.argmax(1) == val_y_t).float().mean())
+        else:
+            v_loss, v_acc = float("nan"), float("nan")
+        st = EpochStats(epoch + 1, tot_loss / n, correct / n, v_loss, v_acc, lr_now, time.perf_counter() - t0)
+        history.append(st)
+        if on_epoch:
+            on_epoch(st)
+        if val_t is None:
+            best_epoch, best_state = epoch + 1, None
+            continue
+        score = v_loss if better_lower else v_acc
+        improved = (best_score - score > cfg.min_delta) if better_lower else (score - best_score > cfg.min_delta)
+        if improved or best_state is None:
+            best_score, best_epoch, bad = score, epoch + 1, 0
+            best_state = copy.deepcopy({"top": net.top.state_dict(), "head": net.head.state_dict()})
+        else:
+            bad += 1
+            if cfg.early_stopping and bad >= cfg.patience:
+                break
+    if best_state is not None:
+        net.top.load_state_dict(best_state["top"])
+        net.head.load_state_dict(best_state["head"])
+    for p in top_params:
+        p.requires_grad_(False)
+    net.eval()
+    return history, best_epoch

@@ -1,0 +1,115 @@
+"""The deployable network: in-graph normalisation, frozen trunk, trainable top, head, softmax."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..preprocess import InputContract
+from .backbones import BACKBONES, LoadedBackbone
+
+
+class Normalize(nn.Module):
+    """``uint8 [N,H,W,3]`` BGR -> ``float32 [N,3,H,W]`` RGB, ``(x - mean) / std``.
+
+    Lives inside the exported graph so that the host never normalises (ARCHITECTURE 1).
+    The channel flip is folded into the per-channel scale/shift gather, which ONNX and
+    TensorRT fuse into the first convolution's input.
+    """
+
+    def __init__(self, contract: InputContract):
+        super().__init__()
+        mean = torch.tensor(contract.mean, dtype=torch.float32)
+        std = torch.tensor(contract.std, dtype=torch.float32)
+        order = [2, 1, 0] if contract.color == "BGR" else [0, 1, 2]
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
+        self.register_buffer("scale", (1.0 / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float()
+        x = torch.index_select(x, 1, self.order)
+        return x * self.scale + self.shift
+
+
+POOLS = ("avg", "max", "avgmax")
+
+
+def pool_features(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """Global pooling of a feature map ``[N, C, h, w]`` to ``[N, C]`` (``[N, 2C]`` for avgmax).
+
+    Max pooling matters for cracks: a hairline crack covers a few percent of a tile, and an
+    average over the whole map dilutes it.
+    """
+    if pool == "avg":
+        return x.mean((2, 3))
+    if pool == "max":
+        return x.amax((2, 3))
+    return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+
+
+class Head(nn.Module):
+    """Global pool, dropout, linear classifier."""
+
+    def __init__(self, channels: int, n_classes: int, dropout: float = 0.2, pool: str = "avg"):
+        super().__init__()
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels * (2 if pool == "avgmax" else 1), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = pool_features(x, self.pool)
+        return self.fc(self.dropout(x))
+
+
+class CrackNet(nn.Module):
+    """The whole classifier as exported.
+
+    ``forward`` takes the host contract (``uint8 NHWC BGR``) and returns softmax
+    probabilities. ``trunk`` is frozen (its output is what the bottleneck phase caches),
+    ``top`` holds the fine-tuned backbone units, ``head`` the classifier.
+    """
+
+    def __init__(self, trunk: nn.Module, top: nn.Module, head: Head, contract: InputContract):
+        super().__init__()
+        self.normalize = Normalize(contract)
+        self.trunk = trunk
+        self.top = top
+        self.head = head
+
+    def logits_from_trunk(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.top(feats))
+
+    def trunk_features(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.normalize(x_uint8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits_from_trunk(self.trunk_features(x)), dim=1)
+
+
+def split_units(units: nn.Sequential, fine_tune_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Frozen trunk = all but the last ``fine_tune_blocks`` units; top = those units."""
+    n = len(units)
+    if not 0 <= fine_tune_blocks < n:
+        raise ValueError(f"fine_tune_blocks must be in [0, {n - 1}], got {fine_tune_blocks}")
+    cut = n - fine_tune_blocks
+    return nn.Sequential(*units[:cut]), nn.Sequential(*units[cut:])
+
+
+def build_cracknet(backbone: LoadedBackbone, n_classes: int, fine_tune_blocks: int, contract: InputContract,
+                   dropout: float = 0.2, pool: str = "avg") -> CrackNet:
+    """Assemble a :class:`CrackNet` from a loaded backbone."""
+    trunk, top = split_units(backbone.units, fine_tune_blocks)
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    return CrackNet(trunk, top, Head(backbone.channels, n_classes, dropout, pool), contract).eval()
+
+
+def skeleton_cracknet(backbone: str, n_classes: int, fine_tune_blocks: int, contract: InputContract,
+                      pool: str = "avg", dropout: float = 0.2) -> CrackNet:
+    """An untrained :class:`CrackNet` with the right shapes, to load a checkpoint into."""
+    spec = BACKBONES[backbone]
+    units, channels, head = spec.build()
+    lb = LoadedBackbone(spec, units, channels, head, "skeleton")
+    return build_cracknet(lb, n_classes, fine_tune_blocks, contract, dropout, pool)

@@ -1,0 +1,92 @@
+"""Shared fixtures: real bundled images and one tiny real model trained once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgecrack.data import DEFAULT_DATASET
+
+# Tests never touch the user's cache.
+os.environ.setdefault("EDGECRACK_CACHE", str(Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / "edgecrack-test-cache"))
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    import shutil as sh
+
+    has_gpu = sh.which("nvidia-smi") is not None
+    try:
+        import tensorrt  # noqa: F401
+
+        has_trt = True
+    except ImportError:
+        has_trt = False
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (none on this machine)"))
+        if "trt" in item.keywords and not has_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT (not installed on this machine)"))
+
+
+@pytest.fixture(scope="session")
+def deck_dir() -> Path:
+    """The bundled SDNET2018 deck sample (200 CD, 200 UD real images)."""
+    return DEFAULT_DATASET
+
+
+@pytest.fixture(scope="session")
+def small_deck(tmp_path_factory, deck_dir) -> Path:
+    """40 real images (20 CD, 20 UD) copied into a fresh folder."""
+    root = tmp_path_factory.mktemp("small_deck")
+    for cls in ("CD", "UD"):
+        (root / cls).mkdir()
+        for p in sorted((deck_dir / cls).glob("*.jpg"))[:20]:
+            shutil.copy(p, root / cls / p.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def holdout_deck(tmp_path_factory, deck_dir) -> Path:
+    """40 other real images (20 CD, 20 UD) not in ``small_deck``."""
+    root = tmp_path_factory.mktemp("holdout_deck")
+    for cls in ("CD", "UD"):
+        (root / cls).mkdir()
+        for p in sorted((deck_dir / cls).glob("*.jpg"))[-20:]:
+            shutil.copy(p, root / cls / p.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_deck) -> Path:
+    """A real run folder (checkpoint, manifest, model.onnx) trained on ``small_deck``.
+
+    Head-only on pooled EfficientNet-Lite0 features, 2 views, 5 epochs: a few seconds.
+    """
+    if not _has_torch():
+        pytest.skip("training needs the 'train' extra (torch)")
+    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.train.loop import LoopConfig
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = TrainConfig(data=str(small_deck), out=str(out), views=2, cache_dir=str(cache), plots=True,
+                      fine_tune_blocks=0, loop=LoopConfig(epochs=5, seed=0))
+    train(cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(trained_run) -> Path:
+    return trained_run / "model.onnx"
