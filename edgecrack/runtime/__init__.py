@@ -15,7 +15,7 @@ from .onnxruntime_backend import OnnxRuntimeBackend
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "Selection", "open_backend", "resolve_artifact", "PREFERENCES"]
 
-PREFERENCES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "onnxruntime")
+PREFERENCES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "onnxruntime", "torch", "triton")
 
 
 @dataclass
@@ -49,7 +49,8 @@ def resolve_artifact(path: str | Path) -> Path:
     return p
 
 
-def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = False, threads: int | None = None) -> Selection:
+def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = False, threads: int | None = None,
+                 url: str | None = None) -> Selection:
     """Open the best backend for an artifact on this machine.
 
     ``auto`` walks onnxruntime CUDA -> onnxruntime CPU for ONNX artifacts and records why each
@@ -60,6 +61,7 @@ def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = Fals
         prefer: One of :data:`PREFERENCES`.
         strict: Raise :class:`BackendUnavailable` when ``prefer`` cannot run.
         threads: CPU threads for onnxruntime.
+        url: Server address for ``prefer="triton"``.
 
     Raises:
         ArtifactError: Missing or unreadable artifact / manifest.
@@ -73,6 +75,22 @@ def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = Fals
         prefer = "onnxruntime-cpu"
     order = ["onnxruntime-cuda", "onnxruntime-cpu"] if prefer == "auto" else [prefer]
     skipped: list[tuple[str, str]] = []
+    if prefer == "torch":
+        from .torch_backend import TorchBackend
+
+        why = TorchBackend.probe("cpu")
+        if why:
+            raise BackendUnavailable(f"torch backend cannot run here: {why}", "pip install 'edgecrack[train]'")
+        run = Path(artifact) if Path(artifact).is_dir() else path.parent
+        b = TorchBackend(run, read_manifest(run), threads=threads)
+        b.load()
+        return Selection(b, skipped)
+    if prefer == "triton":
+        from .triton_backend import TritonBackend  # noqa: PLC0415 - optional client library
+
+        b = TritonBackend(path, manifest, url=url)
+        b.load()
+        return Selection(b, skipped)
     for name in order:
         if name == "tensorrt":
             skipped.append((name, "native TensorRT backend is not available in this build"))
