@@ -111,7 +111,7 @@ def discover(root: str | Path, label_mode: str = "folder", require_labels: bool 
             continue
         samples.append(Sample(p, label))
     others = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
-              and not p.name.startswith(".") and p.name.lower() not in ("readme.md", "readme.txt", "license", "license.txt")]
+              and not any(part.startswith(".") for part in p.relative_to(root).parts) and p.name.lower() not in ("readme.md", "readme.txt", "license", "license.txt")]
     skipped += [(str(p), "not an image file type") for p in sorted(others)]
     if not samples:
         raise DatasetError(f"no images found in {root}",
