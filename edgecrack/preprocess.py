@@ -109,8 +109,11 @@ def decode_bytes(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarra
 def _is_truncated_jpeg(buf: np.ndarray) -> bool:
     if buf.size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
         return False
-    tail = buf[-64:].tobytes().rstrip(b"\x00\r\n ")
-    return not tail.endswith(b"\xff\xd9")
+    # The end-of-image marker must follow the last start-of-scan. Looking only at the file's
+    # tail would reject valid JPEGs that carry trailer bytes after EOI (some cameras and
+    # phones append data there); scan data cannot contain FF D9 (0xFF is byte-stuffed).
+    data = buf.tobytes()
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
 
 
 def to_bgr8(img: np.ndarray, source: str = "<array>") -> np.ndarray:
