@@ -1,0 +1,101 @@
+"""CLI: ``run``, the inspection loop for cameras, streams, videos and folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .cli import console, err_console, user_errors
+
+
+def run_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Run folder, .onnx (FP32/INT8) or TensorRT engine."),
+    source: Optional[str] = typer.Option(None, "--source", "-s",
+                                         help="Video file, image folder, glob, rtsp://, http(s)://, csi://N[?width=&height=&fps=], "
+                                              "/dev/videoN or a GStreamer pipeline ('... ! appsink')."),
+    camera: Optional[int] = typer.Option(None, "--camera", "-c", help="Camera index (USB/V4L2), e.g. 0."),
+    backend: str = typer.Option("auto", help="auto (TensorRT -> ORT CUDA -> ORT CPU), tensorrt, onnxruntime-cuda, "
+                                             "onnxruntime-cpu, torch, triton."),
+    strict: bool = typer.Option(False, help="Fail instead of falling back when --backend cannot run here."),
+    url: Optional[str] = typer.Option(None, help="Server address for --backend triton."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for onnxruntime (default: all cores)."),
+    tile: int = typer.Option(256, help="Tile size in frame pixels, resized to the model input (SDNET2018 tiles are 256). "
+                                       "0: no tiling, the whole frame is resized."),
+    stride: Optional[int] = typer.Option(None, help="Step between tiles (default: the tile size; smaller overlaps)."),
+    edge: str = typer.Option("shift", help="Frame edges: shift (last tile ends at the edge), pad (mirror), drop."),
+    batch: int = typer.Option(8, help="Most tiles per inference call."),
+    threshold: Optional[float] = typer.Option(None, help="Crack threshold (default: the model manifest's)."),
+    min_tiles: int = typer.Option(1, help="Cracked tiles needed to call a frame cracked."),
+    smooth: int = typer.Option(1, help="Average tile maps over N frames (video/live) to steady the verdict."),
+    log: Optional[List[Path]] = typer.Option(None, "--log", help="Per-frame log, *.jsonl or *.csv (repeatable; appended, "
+                                                                 "flushed per frame)."),
+    save_video: Optional[Path] = typer.Option(None, help="Write the annotated video (.mp4 or .avi)."),
+    save_video_fps: Optional[float] = typer.Option(None, help="Frame rate of --save-video (default: the source's, else 10)."),
+    save_flagged: Optional[Path] = typer.Option(None, help="Folder for annotated frames where cracks were found."),
+    overlay: str = typer.Option("boxes", help="Annotation: boxes, heat, both, none."),
+    show: bool = typer.Option(False, help="Show a window (needs a display and OpenCV with GUI support)."),
+    max_frames: Optional[int] = typer.Option(None, help="Stop after N frames."),
+    width: Optional[int] = typer.Option(None, help="Capture width (camera, csi://)."),
+    height: Optional[int] = typer.Option(None, help="Capture height (camera, csi://)."),
+    fps: Optional[float] = typer.Option(None, help="Capture rate (camera, csi://)."),
+    flip: int = typer.Option(0, help="csi:// nvvidconv flip-method (2: rotate 180)."),
+    watchdog: float = typer.Option(5.0, help="Live sources: seconds without a frame before the capture is restarted."),
+    wait: float = typer.Option(0.0, help="Live sources: keep trying to connect this long at start (0: fail at once)."),
+    give_up: Optional[float] = typer.Option(None, help="Live sources: end after this long without a frame "
+                                                       "(default: never, keep reconnecting)."),
+    gstreamer: str = typer.Option("auto", help="GStreamer pipelines via: auto, opencv, gst-launch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-frame console output (logs and summary only)."),
+) -> None:
+    """Inspect a camera, stream, video or image folder for cracks, frame by frame.
+
+    Folders print one line per image; video and live sources show a status line. Ctrl-C or
+    SIGTERM stops cleanly with a summary; --log files are complete up to the last frame.
+    """
+    from .errors import ConfigError
+    from .pipeline import RunConfig, run
+    from .sinks import ConsoleSink
+    from .sources import SourceOptions
+
+    if (source is None) == (camera is None):
+        raise ConfigError("give exactly one of --source and --camera", "e.g. --camera 0, or --source flight.mp4")
+    opts = SourceOptions(width=width, height=height, fps=fps, flip=flip, watchdog_s=watchdog, wait_s=wait,
+                         give_up_s=give_up, gstreamer=gstreamer)
+    cfg = RunConfig(source=str(camera) if camera is not None else source, model=str(model), backend=backend,
+                    strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch,
+                    threshold=threshold, min_tiles=min_tiles, smooth=smooth, logs=[str(p) for p in log or []],
+                    save_video=str(save_video) if save_video else None, save_video_fps=save_video_fps,
+                    save_flagged=str(save_flagged) if save_flagged else None, show=show, overlay=overlay,
+                    max_frames=max_frames, source_options=opts)
+
+    def started(info, backend_text: str) -> None:
+        err_console.print(f"[bold cyan]run[/] {info.source} ({info.source_kind}) with {backend_text.splitlines()[0]}"
+                          f"  threshold {info.threshold:.3f} on {info.positive_label}", highlight=False,
+                          soft_wrap=True)
+        for line in backend_text.splitlines()[1:]:
+            err_console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
+
+    summary = run(cfg, sinks=[ConsoleSink(console, err_console, "quiet" if quiet else "auto")], on_start=started)
+    err_console.print(summary_text(summary), highlight=False, soft_wrap=True)
+
+
+def summary_text(s) -> str:
+    """The five-second summary: what ran, how fast, what was found, where it went."""
+    src = s.source
+    st = s.stages
+    lines = [f"[bold]summary[/] {s.frames} frames in {s.seconds:.1f} s ({s.fps:.1f} fps, {s.tiles_per_s:.1f} tiles/s) "
+             f"on {s.backend.get('backend')}; stopped: {s.stop_reason}",
+             f"  cracked frames {s.cracked_frames}/{s.frames}; dropped {src['dropped']}, skipped {src['skipped']}, "
+             f"reconnects {src['reconnects']}, events {s.events}"]
+    parts = [f"{k} {st[k].get('ms_per_frame', 0):.1f}" for k in ("capture", "preprocess", "inference", "postprocess", "sinks")]
+    lat = st.get("latency", {})
+    lines.append("  ms/frame: " + ", ".join(parts) + (f"; latency p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms"
+                                                       if "p50_ms" in lat else ""))
+    for k, v in s.outputs.items():
+        lines.append(f"  {k}: {v}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(user_errors(run_cmd))

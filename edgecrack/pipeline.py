@@ -1,0 +1,573 @@
+"""The inspection loop: source -> preprocess -> infer -> postprocess -> sinks.
+
+Three threads overlap the work: the source's reader thread captures and decodes, this
+module's loop tiles, preprocesses (:func:`edgecrack.preprocess.preprocess`) and runs the
+backend, and a sink thread writes logs, video and images. Every stage is timed per frame,
+and :func:`run` returns a :class:`RunSummary`. SIGINT/SIGTERM stop the loop cleanly: the
+frame in flight finishes, sinks flush and close, and the summary is still produced.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ConfigError
+from .preprocess import preprocess
+from .sources import Frame, Source, SourceEvent, SourceOptions, open_source
+from .tiling import EDGE_MODES, OVERLAY_MODES, TemporalSmoother, TileGrid, crack_map_from_probs, tile_grid, tiles_from_frame
+
+STAGES = ("capture", "preprocess", "inference", "postprocess", "sinks")
+
+
+@dataclass
+class RunConfig:
+    """Everything ``edgecrack run`` does, resolved (written to the log's start record).
+
+    Attributes:
+        source: What to inspect (see :func:`edgecrack.sources.open_source`).
+        model: Run folder, ``.onnx`` or engine.
+        backend: Backend preference (``auto``: TensorRT -> ORT CUDA -> ORT CPU).
+        strict: Fail instead of falling back when ``backend`` cannot run.
+        url: Server address for ``backend="triton"``.
+        threads: CPU threads for onnxruntime (None: its default).
+        tile: Tile size in frame pixels; 0: no tiling (the whole frame is resized).
+        stride: Step between tiles (None: ``tile``).
+        edge: ``shift``, ``pad`` or ``drop`` (see :mod:`edgecrack.tiling`).
+        batch: Most tiles per inference call.
+        threshold: Crack threshold on the positive class (None: the manifest's).
+        min_tiles: Cracked tiles needed to call a frame cracked.
+        smooth: Moving average of tile maps over this many frames (video and live only).
+        logs: ``.jsonl`` and/or ``.csv`` log files, written and flushed per frame.
+        save_video: Annotated video output (``.mp4`` or ``.avi``).
+        save_video_fps: Its frame rate (None: the source's, else 10).
+        save_flagged: Folder for annotated frames where cracks were found.
+        show: Show a window (needs a display and an OpenCV with GUI support).
+        overlay: ``boxes``, ``heat``, ``both`` or ``none``.
+        max_frames: Stop after this many frames.
+        source_options: Capture / reconnect settings.
+        handle_signals: Install SIGINT/SIGTERM handlers (main thread only).
+    """
+
+    source: str
+    model: str
+    backend: str = "auto"
+    strict: bool = False
+    url: str | None = None
+    threads: int | None = None
+    tile: int = 256
+    stride: int | None = None
+    edge: str = "shift"
+    batch: int = 8
+    threshold: float | None = None
+    min_tiles: int = 1
+    smooth: int = 1
+    logs: list[str] = field(default_factory=list)
+    save_video: str | None = None
+    save_video_fps: float | None = None
+    save_flagged: str | None = None
+    show: bool = False
+    overlay: str = "boxes"
+    max_frames: int | None = None
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    handle_signals: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on impossible option values, before anything opens."""
+        if self.batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+        if self.tile < 0:
+            raise ConfigError(f"--tile must be >= 0 (0: no tiling), got {self.tile}")
+        if self.stride is not None and (self.tile == 0 or not 1 <= self.stride <= self.tile):
+            raise ConfigError(f"--stride must be in 1..{self.tile} (the tile size), got {self.stride}",
+                              "a stride larger than the tile would leave uninspected gaps")
+        if self.edge not in EDGE_MODES:
+            raise ConfigError(f"unknown --edge {self.edge!r}", f"choose one of: {', '.join(EDGE_MODES)}")
+        if self.overlay not in OVERLAY_MODES:
+            raise ConfigError(f"unknown --overlay {self.overlay!r}", f"choose one of: {', '.join(OVERLAY_MODES)}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be within 0..1, got {self.threshold}")
+        if self.min_tiles < 1:
+            raise ConfigError(f"--min-tiles must be >= 1, got {self.min_tiles}")
+        if self.smooth < 1:
+            raise ConfigError(f"--smooth must be >= 1 frame, got {self.smooth}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+        for log in self.logs:
+            if Path(log).suffix.lower() not in (".jsonl", ".csv"):
+                raise ConfigError(f"--log {log}: the file type is taken from the suffix", "name it *.jsonl or *.csv")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["source_options"] = asdict(self.source_options)
+        return d
+
+
+class StageTimer:
+    """Per-stage time totals and per-frame distributions (bounded memory for long flights)."""
+
+    def __init__(self, keep: int = 20000):
+        self.total_s = {s: 0.0 for s in STAGES}
+        self.samples: dict[str, deque] = {s: deque(maxlen=keep) for s in (*STAGES, "latency")}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, ms: float, frame_sample: float | None = None) -> None:
+        """Add ``ms`` of work to a stage's total; ``frame_sample`` (default ``ms``) to its per-frame samples."""
+        with self._lock:
+            if stage in self.total_s:
+                self.total_s[stage] += ms / 1e3
+            self.samples[stage].append(ms if frame_sample is None else frame_sample)
+
+    def summary(self, frames: int) -> dict[str, dict[str, float]]:
+        out = {}
+        with self._lock:
+            for s in (*STAGES, "latency"):
+                v = np.asarray(self.samples[s], np.float64)
+                d: dict[str, float] = {}
+                if s in self.total_s:
+                    d["total_s"] = round(self.total_s[s], 4)
+                    d["ms_per_frame"] = round(self.total_s[s] * 1e3 / frames, 3) if frames else 0.0
+                if v.size:
+                    d.update(mean_ms=round(float(v.mean()), 3), p50_ms=round(float(np.percentile(v, 50)), 3),
+                             p95_ms=round(float(np.percentile(v, 95)), 3), max_ms=round(float(v.max()), 3))
+                out[s] = d
+        return out
+
+
+@dataclass
+class FrameResult:
+    """One inspected frame.
+
+    Attributes:
+        frame: The frame (image and source position).
+        grid: Its tile grid.
+        crack_map: ``[rows, cols]`` crack probabilities after temporal smoothing.
+        raw_map: The same before smoothing.
+        threshold: Threshold applied to tiles.
+        labels: Model labels; ``positive``/``negative`` index the crack / no-crack ones.
+        cracked: Frame verdict.
+        cracked_tiles: Tiles at or above the threshold.
+        score: Highest tile crack probability.
+        stages: This frame's wall time per stage (ms); inference is the batch it was part of.
+        latency_ms: Capture to verdict.
+        dropped: Frames the live source dropped so far.
+        overlay: Annotated image, made by the sink thread when a sink needs it.
+    """
+
+    frame: Frame
+    grid: TileGrid
+    crack_map: np.ndarray
+    raw_map: np.ndarray
+    threshold: float
+    labels: list[str]
+    positive: int
+    cracked: bool
+    cracked_tiles: int
+    score: float
+    stages: dict[str, float]
+    latency_ms: float
+    dropped: int = 0
+    overlay: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        """The frame's predicted label (the positive one when cracked)."""
+        return self.labels[self.positive] if self.cracked else self.labels[1 - self.positive]
+
+    @property
+    def probability(self) -> float:
+        """Probability of :attr:`label`: the top tile's crack probability, or its complement."""
+        return self.score if self.cracked else 1.0 - self.score
+
+    def banner(self) -> str:
+        if self.grid.n == 1:
+            return f"{self.label} p={self.probability:.2f}"
+        return f"{self.label}: {self.cracked_tiles}/{self.grid.n} tiles, max p={self.score:.2f}"
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSONL record of this frame."""
+        f = self.frame
+        return {"type": "frame", "time": round(f.timestamp, 6),
+                "utc": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(f.timestamp)) + f".{int(f.timestamp % 1 * 1000):03d}Z",
+                "index": f.index, "name": f.name, "position": f.position(), "label": self.label,
+                "cracked": self.cracked, "p": round(self.probability, 5), "score": round(self.score, 5),
+                "cracked_tiles": self.cracked_tiles, "tiles": self.grid.n, "grid": [self.grid.rows, self.grid.cols],
+                "frame_size": [self.grid.width, self.grid.height],
+                "tile_probs": np.round(self.crack_map.astype(np.float64), 4).tolist(),
+                "latency_ms": round(self.latency_ms, 3), "stages": {k: round(v, 3) for k, v in self.stages.items()},
+                "dropped": self.dropped}
+
+
+@dataclass
+class RunInfo:
+    """What sinks learn at start."""
+
+    config: RunConfig
+    backend: dict[str, Any]
+    backend_skipped: list[tuple[str, str]]
+    source: str
+    source_kind: str
+    live: bool
+    fps: float | None
+    labels: list[str]
+    positive_label: str
+    threshold: float
+    started: float
+    request_stop: Callable[[str], None]
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "start", "time": round(self.started, 6), "source": self.source, "source_kind": self.source_kind,
+                "live": self.live, "fps": self.fps, "backend": self.backend,
+                "backend_skipped": [list(s) for s in self.backend_skipped], "labels": self.labels,
+                "positive_label": self.positive_label, "threshold": self.threshold, "config": self.config.to_dict()}
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed on exit and written as the log's last record."""
+
+    source: dict[str, Any]
+    backend: dict[str, Any]
+    frames: int
+    cracked_frames: int
+    tiles: int
+    seconds: float
+    fps: float
+    tiles_per_s: float
+    stages: dict[str, dict[str, float]]
+    stop_reason: str
+    events: int
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "summary", **asdict(self)}
+
+
+class Sink:
+    """Base class of outputs. ``write`` runs on the sink thread, in frame order."""
+
+    needs_overlay = False
+
+    def open(self, info: RunInfo) -> None:
+        pass
+
+    def wants_overlay(self, result: FrameResult) -> bool:
+        return self.needs_overlay
+
+    def write(self, result: FrameResult) -> None:
+        pass
+
+    def event(self, ev: SourceEvent) -> None:
+        pass
+
+    def idle(self, info: RunInfo) -> None:
+        """Called about every 0.25 s while no frame arrives (status lines, window events)."""
+
+    def close(self, summary: RunSummary | None) -> None:
+        pass
+
+    def outputs(self) -> dict[str, Any]:
+        return {}
+
+
+class _SinkThread:
+    """Runs sinks on their own thread so writing overlaps inference."""
+
+    def __init__(self, sinks: list[Sink], info: RunInfo, timer: StageTimer, overlay_mode: str, maxsize: int = 8):
+        self.sinks = sinks
+        self.info = info
+        self.timer = timer
+        self.overlay_mode = overlay_mode
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="edgecrack-sinks", daemon=True)
+        self.thread.start()
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def _run(self) -> None:
+        from .tiling import overlay
+
+        while True:
+            try:
+                item = self.q.get(timeout=0.25)
+            except queue.Empty:
+                if self.error is None:
+                    try:
+                        for s in self.sinks:
+                            s.idle(self.info)
+                    except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
+                        self.error = e
+                continue
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                if isinstance(item, SourceEvent):
+                    for s in self.sinks:
+                        s.event(item)
+                    continue
+                t0 = time.perf_counter()
+                r: FrameResult = item
+                if any(s.wants_overlay(r) for s in self.sinks):
+                    r.overlay = overlay(r.frame.image, r.grid, r.crack_map, r.threshold, self.overlay_mode,
+                                        banner=r.banner(), cracked=r.cracked)
+                for s in self.sinks:
+                    s.write(r)
+                ms = (time.perf_counter() - t0) * 1e3
+                r.stages["sinks"] = ms
+                self.timer.add("sinks", ms)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
+                self.error = e
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+
+
+class _Stopper:
+    """SIGINT/SIGTERM -> a clean stop; a second SIGINT interrupts at once."""
+
+    def __init__(self, enabled: bool):
+        self.event = threading.Event()
+        self.reason: str | None = None
+        self._old: dict[int, Any] = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.request(f"stopped by {name}")
+
+    def request(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+@dataclass
+class _Pending:
+    frame: Frame
+    grid: TileGrid
+    batch: np.ndarray
+    prep_ms: float
+
+
+class Inspector:
+    """Frames in, :class:`FrameResult` out: tiling, preprocessing, batched inference, verdicts.
+
+    Usable on its own (benchmarks, notebooks) without sources or sinks.
+
+    Args:
+        backend: A loaded :class:`edgecrack.runtime.Backend`.
+        tile: Tile size (0: whole frame).
+        stride: Tile stride (None: ``tile``).
+        edge: Edge mode.
+        batch: Most tiles per inference call.
+        threshold: Crack threshold (None: the manifest's, else 0.5).
+        min_tiles: Cracked tiles for a cracked frame.
+        smooth: Temporal smoothing window (frames).
+        timer: Where stage times go.
+    """
+
+    def __init__(self, backend: Any, tile: int = 256, stride: int | None = None, edge: str = "shift", batch: int = 8,
+                 threshold: float | None = None, min_tiles: int = 1, smooth: int = 1, timer: StageTimer | None = None):
+        m = backend.manifest
+        if m.positive_index is None or len(m.labels) != 2:
+            raise ConfigError(f"{backend.artifact} is not a binary crack model (labels {m.labels}, positive "
+                              f"{m.positive_label})", "run needs a model with a positive (crack) label, as trained by "
+                              "edgecrack train")
+        self.backend = backend
+        self.manifest = m
+        self.tile, self.stride, self.edge, self.batch = tile, stride, edge, batch
+        self.threshold = float(threshold if threshold is not None else (m.threshold if m.threshold is not None else 0.5))
+        self.min_tiles = min_tiles
+        self.smoother = TemporalSmoother(smooth)
+        self.timer = timer or StageTimer()
+        self._grids: dict[tuple[int, int], TileGrid] = {}
+
+    def grid_for(self, h: int, w: int) -> TileGrid:
+        g = self._grids.get((h, w))
+        if g is None:
+            g = self._grids[(h, w)] = tile_grid(h, w, self.tile, self.stride, self.edge)
+        return g
+
+    def prepare(self, frame: Frame) -> _Pending:
+        """Tile and preprocess one frame."""
+        t0 = time.perf_counter()
+        h, w = frame.image.shape[:2]
+        grid = self.grid_for(h, w)
+        batch = preprocess(tiles_from_frame(frame.image, grid), self.manifest.input)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.timer.add("preprocess", ms)
+        return _Pending(frame, grid, batch, ms)
+
+    def infer(self, pending: list[_Pending], dropped: int = 0) -> list[FrameResult]:
+        """Run the tiles of several prepared frames in batches of at most ``batch``, then postprocess."""
+        if not pending:
+            return []
+        x = pending[0].batch if len(pending) == 1 else np.concatenate([p.batch for p in pending])
+        t0 = time.perf_counter()
+        pos = self.manifest.positive_index
+        parts = [self.backend.probs(x[i:i + self.batch])[:, pos] for i in range(0, len(x), self.batch)]
+        probs = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        inf_ms = (time.perf_counter() - t0) * 1e3
+        self.timer.add("inference", inf_ms, inf_ms)
+        out = []
+        k = 0
+        for p in pending:
+            t1 = time.perf_counter()
+            n = p.grid.n
+            raw = crack_map_from_probs(probs[k:k + n], p.grid)
+            k += n
+            cmap = self.smoother(raw)
+            hits = int((cmap >= self.threshold).sum())
+            score = float(cmap.max())
+            t2 = time.perf_counter()
+            post_ms = (t2 - t1) * 1e3
+            self.timer.add("postprocess", post_ms)
+            latency = (t2 - p.frame.captured) * 1e3 if p.frame.captured else 0.0
+            self.timer.add("latency", latency)
+            stages = {"capture": p.frame.capture_ms, "preprocess": p.prep_ms, "inference": inf_ms, "postprocess": post_ms}
+            out.append(FrameResult(p.frame, p.grid, cmap, raw, self.threshold, list(self.manifest.labels), pos,
+                                   hits >= self.min_tiles, hits, score, stages, latency, dropped))
+        return out
+
+    def inspect(self, frames: list[Frame]) -> list[FrameResult]:
+        """Prepare and infer frames in one call (all tiles share batches)."""
+        return self.infer([self.prepare(f) for f in frames])
+
+
+def run(config: RunConfig, sinks: list[Sink] | None = None,
+        on_start: Callable[[RunInfo, str], None] | None = None) -> RunSummary:
+    """Inspect a source with a model until it ends, ``max_frames``, or a stop signal.
+
+    Args:
+        config: What to run (validated here).
+        sinks: Outputs besides those named in ``config`` (e.g. the console sink of the CLI).
+        on_start: Called once the backend and source are open, with the run info and the
+            backend selection's description (the CLI prints it).
+
+    Returns:
+        The run's summary (also written to the logs).
+
+    Raises:
+        ConfigError: Invalid options.
+        ArtifactError, BackendUnavailable: The model cannot run here.
+        SourceError: The source cannot be opened.
+    """
+    from .runtime import open_backend
+    from .sinks import sinks_from_config
+
+    config.validate()
+    src = open_source(config.source, config.source_options)
+    if config.smooth > 1 and src.kind == "images":
+        raise ConfigError("--smooth averages consecutive video frames; an image folder has none",
+                          "drop --smooth for folders and globs")
+    own_sinks = sinks_from_config(config)  # checks outputs (display, writable paths) before loading anything
+    sel = open_backend(config.model, config.backend, strict=config.strict, threads=config.threads, url=config.url)
+    timer = StageTimer()
+    stopper = _Stopper(config.handle_signals)
+    sink_thread: _SinkThread | None = None
+    all_sinks: list[Sink] = []
+    opened: list[Sink] = []
+    frames = cracked = tiles = events = 0
+    t_start = time.perf_counter()
+    summary: RunSummary | None = None
+    try:
+        insp = Inspector(sel.backend, config.tile, config.stride, config.edge, config.batch, config.threshold,
+                         config.min_tiles, config.smooth, timer)
+        src.start()
+        m = sel.backend.manifest
+        info = RunInfo(config, sel.backend.info(), list(sel.skipped), src.description, src.kind, src.live, src.fps,
+                       list(m.labels), m.positive_label, insp.threshold, time.time(), stopper.request)
+        all_sinks = list(sinks or []) + own_sinks
+        for s in all_sinks:
+            s.open(info)
+            opened.append(s)
+        if on_start:
+            on_start(info, sel.describe())
+        sink_thread = _SinkThread(all_sinks, info, timer, config.overlay)
+        t_start = time.perf_counter()
+        pending: list[_Pending] = []
+        pending_tiles = 0
+        stop_reason = "source ended"
+
+        def flush() -> None:
+            nonlocal pending, pending_tiles, frames, cracked, tiles
+            for r in insp.infer(pending, src.dropped):
+                frames += 1
+                cracked += r.cracked
+                tiles += r.grid.n
+                timer.add("capture", r.frame.capture_ms)
+                sink_thread.put(r)
+            pending, pending_tiles = [], 0
+
+        while True:
+            for ev in src.events():
+                events += 1
+                sink_thread.put(ev)
+            if stopper.event.is_set():
+                stop_reason = stopper.reason or "stopped"
+                break
+            if config.max_frames is not None and frames + len(pending) >= config.max_frames:
+                stop_reason = f"max frames ({config.max_frames})"
+                break
+            f = src.next_frame(timeout=0.25)
+            if f is None:
+                if src.ended:
+                    stop_reason = src.end_reason or "source ended"
+                    break
+                continue
+            p = insp.prepare(f)
+            pending.append(p)
+            pending_tiles += p.grid.n
+            # Live sources answer each frame at once (latency); recorded ones fill batches (throughput).
+            if src.live or pending_tiles >= config.batch:
+                flush()
+        flush()
+        for ev in src.events():
+            events += 1
+            sink_thread.put(ev)
+        elapsed = time.perf_counter() - t_start
+        src.stop()
+        sink_thread.finish()
+        if sink_thread.error is not None:
+            raise sink_thread.error
+        sink_thread = None
+        outputs: dict[str, Any] = {}
+        for s in all_sinks:
+            outputs.update(s.outputs())
+        summary = RunSummary(src.stats(), sel.backend.info(), frames, cracked, tiles, round(elapsed, 3),
+                             round(frames / elapsed, 3) if elapsed > 0 else 0.0,
+                             round(tiles / elapsed, 3) if elapsed > 0 else 0.0, timer.summary(frames), stop_reason,
+                             events, outputs)
+        return summary
+    finally:
+        stopper.restore()
+        src.stop()
+        if sink_thread is not None:
+            sink_thread.finish()
+        for s in opened:
+            s.close(summary)
+        sel.backend.close()
