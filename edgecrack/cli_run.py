@@ -53,6 +53,10 @@ def run_cmd(
     Folders print one line per image; video and live sources show a status line. Ctrl-C or
     SIGTERM stops cleanly with a summary; --log files are complete up to the last frame.
     """
+    import os
+
+    import cv2
+
     from .errors import ConfigError
     from .pipeline import RunConfig, run
     from .sinks import ConsoleSink
@@ -60,6 +64,10 @@ def run_cmd(
 
     if (source is None) == (camera is None):
         raise ConfigError("give exactly one of --source and --camera", "e.g. --camera 0, or --source flight.mp4")
+    # Every connection problem is reported as an event with what happened; FFmpeg's and OpenCV's
+    # own warnings (refused connections, corrupt macroblocks on lossy links) would bury it.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     opts = SourceOptions(width=width, height=height, fps=fps, flip=flip, watchdog_s=watchdog, wait_s=wait,
                          give_up_s=give_up, gstreamer=gstreamer)
     cfg = RunConfig(source=str(camera) if camera is not None else source, model=str(model), backend=backend,

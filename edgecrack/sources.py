@@ -181,6 +181,7 @@ class Source:
 
     def stats(self) -> dict[str, Any]:
         return {"source": self.description, "kind": self.kind, "live": self.live, "frames": self.frames,
+                "captured": getattr(self, "captured", self.frames),
                 "dropped": self.dropped, "skipped": self.skipped, "reconnects": self.reconnects,
                 "end_reason": self.end_reason}
 
@@ -438,8 +439,8 @@ class _GstLaunchCapture(_Capture):
         try:
             self.reader = Y4MReader(self.proc.stdout)
         except (SourceError, ValueError, KeyError) as e:
-            self.release()
             err = self._stderr()
+            self.release()
             raise SourceError(f"GStreamer pipeline failed to start: {err or e}", f"pipeline: {launch}") from None
 
     def _stderr(self) -> str:
@@ -505,7 +506,7 @@ class LiveSource(Source):
         self._cap: _Capture | None = None
         self._last_frame = time.monotonic()
         self._down_since: float | None = None
-        self._captured = 0
+        self.captured = 0
         self._delivered = 0
         self.state = "starting"
 
@@ -610,8 +611,8 @@ class LiveSource(Source):
 
             img = to_bgr8(img, self.description)
         with self._cond:
-            n = self._captured
-            self._captured += 1
+            n = self.captured
+            self.captured += 1
             if self._latest is not None:
                 self.dropped += 1
             self._latest = Frame(img, -1, f"frame {n}", time.time(), n, capture_ms=capture_ms, captured=t)

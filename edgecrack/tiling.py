@@ -206,7 +206,7 @@ def overlay(frame: np.ndarray, grid: TileGrid, crack_map: np.ndarray, threshold:
         alpha = (0.55 * heat)[..., None]
         out = (out * (1 - alpha) + colour * alpha).astype(np.uint8)
     scale = max(grid.height, grid.width) / 1000.0
-    thick = max(1, int(round(2 * scale)))
+    thick = max(2, int(round(2 * scale)))
     if mode in ("boxes", "both"):
         for (x0, y0, x1, y1), p in zip(grid.boxes(), crack_map.reshape(-1)):
             if p >= threshold:
