@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the local wheel cache on the project's build machines; elsewhere pip downloads them).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean triton-env
 
 $(BIN)/edgecrack: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,12 @@ demo: install
 	$(BIN)/edgecrack eval runs/deck edgecrack/data/sdnet2018-deck
 	$(BIN)/edgecrack predict runs/deck edgecrack/data/sdnet2018-deck/CD/7001-115.jpg edgecrack/data/sdnet2018-deck/UD/7001-1.jpg
 
-test: install
+test: install triton-env
 	$(BIN)/python -m pytest -q
+
+# A real Triton server (CPU, python backend) for tests/test_triton.py, in its own environment.
+triton-env:
+	bash deploy/triton/make-server-env.sh .venv-triton $(PY)
 
 bench: install
 	$(BIN)/python benchmarks/bench_train.py
