@@ -1216,7 +1216,7 @@ def _method_notes(report: BenchReport, data: Path) -> list[str]:
         "not a held-out accuracy, but it still exposes any loss between artifacts.",
     ]
     la, lb = report.environment.get("loadavg"), report.environment.get("loadavg_end")
-    cores = report.environment["cpu"]["usable_cores"] or 1
+    cores = (report.environment.get("cpu") or {}).get("usable_cores") or 1
     if la and lb and max(la[0], lb[0]) > 0.5 * cores:
         notes.append(f"The machine was busy (load average {la[0]:.1f} at start, {lb[0]:.1f} at end on {cores} cores): "
                      "absolute numbers are pessimistic; ratios measured side by side are more robust.")
@@ -1418,8 +1418,8 @@ def _f(v: float | None, fmt: str = ".2f") -> str:
 def report_markdown(report: BenchReport) -> str:
     """The report as Markdown: summary, goals, the main table, stages, environment, notes."""
     env = report.environment
-    cpu = env["cpu"]
-    v = env["versions"]
+    cpu = env.get("cpu") or {}
+    v = env.get("versions") or {}
     cfg = report.config
     out = [f"# edgecrack bench: {Path(report.run).name}", "",
            f"{report.created} · edgecrack {report.edgecrack_version} · schema `{report.schema}`", "",
@@ -1487,17 +1487,17 @@ def report_markdown(report: BenchReport) -> str:
                        f"| {i.get('precision', '-')} | {', '.join(i.get('providers') or []) or '-'} | {i.get('threads', '-')} |")
     if report.training:
         out += ["", training_markdown(report.training).rstrip()]
-    gpus = "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in env.get("gpu", [])) or "none"
+    gpus = "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})" for g in env.get("gpu") or []) or "none"
     jet = env.get("jetson")
     out += ["", "## Environment", "",
-            f"- CPU: {cpu['model']}, {cpu['physical_cores'] or '?'} physical / {cpu['logical_cores']} logical cores, "
-            f"{cpu['usable_cores']} usable" + (f", governor {cpu['governor']}" if cpu.get("governor") else ""),
-            f"- Memory: {env.get('memory_gb')} GiB; OS: {env['os']}; Python {env['python']}",
+            f"- CPU: {cpu.get('model', '?')}, {cpu.get('physical_cores') or '?'} physical / {cpu.get('logical_cores', '?')} "
+            f"logical cores, {cpu.get('usable_cores', '?')} usable" + (f", governor {cpu['governor']}" if cpu.get("governor") else ""),
+            f"- Memory: {env.get('memory_gb', '?')} GiB; OS: {env.get('os', '?')}; Python {env.get('python', '?')}",
             f"- GPU: {gpus}"]
     if jet:
         out.append(f"- Jetson: {jet.get('model')}, {jet.get('l4t')}, power mode: {_md(jet.get('power_mode') or 'unknown')}")
     out.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in ("edgecrack", "numpy", "opencv", "onnxruntime", "torch",
-                                                                   "tensorrt", "pycuda") if k in v and v[k]))
+                                                                   "tensorrt", "pycuda") if v.get(k)))
     if v.get("onnxruntime_providers"):
         out.append(f"- onnxruntime providers: {', '.join(v['onnxruntime_providers'])}")
     if env.get("loadavg"):
@@ -1543,7 +1543,12 @@ def write_plots(report: BenchReport, path: str | Path) -> str | None:
         if b.e2e:
             data.append(b.e2e.samples_ms)
             names.append(f"{c.label}\nend to end")
-    ax1.boxplot(data, vert=False, whis=(1, 99), showmeans=False, flierprops={"markersize": 2, "alpha": 0.4})
+    import matplotlib
+
+    # matplotlib 3.10 replaced vert=False by orientation="horizontal" (vert is deprecated there).
+    horiz = ({"orientation": "horizontal"} if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+             else {"vert": False})
+    ax1.boxplot(data, whis=(1, 99), showmeans=False, flierprops={"markersize": 2, "alpha": 0.4}, **horiz)
     ax1.set_yticks(range(1, len(names) + 1), names, fontsize=7)
     ax1.set_xscale("log")
     ax1.set_xlabel(f"latency per call at batch {b0} (ms, log scale); box p25-p75, whiskers p1-p99")
@@ -1560,8 +1565,8 @@ def write_plots(report: BenchReport, path: str | Path) -> str | None:
     ax2.set_title("Throughput vs batch")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
-    cpu = report.environment["cpu"]
-    fig.suptitle(f"edgecrack bench · {cpu['model']} · {report.config.get('threads_resolved')} threads", fontsize=10)
+    cpu = report.environment.get("cpu") or {}
+    fig.suptitle(f"edgecrack bench · {cpu.get('model', '?')} · {report.config.get('threads_resolved')} threads", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
