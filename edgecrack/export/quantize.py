@@ -1,0 +1,358 @@
+"""onnxruntime static INT8 (``edgecrack build-engine --precision int8 --target cpu``).
+
+INT8 is a trade, not a free win: depending on the CPU (VNNI/AMX or not) and the format,
+a quantized EfficientNet-Lite0 is several times faster or several times *slower* than FP32.
+So this module measures instead of assuming: it quantizes the model in each candidate format
+with the same calibration images, measures latency (batch 1 and 8) and accuracy against FP32
+on labelled held-out images, keeps the fastest format within the accuracy budget, and records
+every candidate's numbers in the INT8 manifest.
+
+The graph input is ``uint8 NHWC BGR`` followed by the preprocessing ops (Transpose, Cast,
+channel Gather, Mul/Add normalisation). Those are excluded from quantization: quantizing them
+would re-quantize already 8-bit pixels and put the mean/std arithmetic in int8. Calibration data
+comes from :mod:`edgecrack.calibration`, through the inference preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..calibration import CalibrationSource, load_calibration
+from ..data import DEFAULT_DATASET, content_hash, discover
+from ..errors import ArtifactError, BackendUnavailable, ConfigError, DatasetError
+from ..io import atomic_write_bytes
+from ..manifest import Manifest, read_manifest, write_manifest
+
+#: Candidate formats: name -> (QuantFormat, activation type, weight type).
+QUANT_FORMATS = {
+    "qdq-u8s8": ("QDQ", "QUInt8", "QInt8"),
+    "qop-u8s8": ("QOperator", "QUInt8", "QInt8"),
+    "qdq-s8s8": ("QDQ", "QInt8", "QInt8"),
+    "qop-u8u8": ("QOperator", "QUInt8", "QUInt8"),
+}
+DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+# Ops that start the network proper; everything between the graph input and these is the
+# in-graph preprocessing and stays float.
+_COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class QuantizeConfig:
+    """Options of ``build-engine --target cpu --precision int8``.
+
+    Attributes:
+        calib: Calibration set folder.
+        formats: Candidate formats (keys of :data:`QUANT_FORMATS`), all measured.
+        eval_data: Labelled folder for the accuracy check (default: the bundled deck sample
+            minus the calibration images).
+        accuracy_budget: Largest allowed accuracy drop vs FP32, as a fraction (0.01 = 1 point).
+        per_channel: Per-channel weight scales (needed by depthwise convolutions).
+        calibrate_method: ``minmax``, ``entropy`` or ``percentile``.
+        threads: onnxruntime intra-op threads for the measurements (None: all cores).
+        latency_runs: Timed runs per batch size (median reported).
+        select_batch: Batch size whose latency decides the winner (1: camera loop, 8: batch jobs).
+    """
+
+    calib: str = "calibration/deck"
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    eval_data: str | None = None
+    accuracy_budget: float = 0.01
+    per_channel: bool = True
+    calibrate_method: str = "minmax"
+    threads: int | None = None
+    latency_runs: int = 20
+    select_batch: int = 1
+
+
+@dataclass
+class Candidate:
+    """Measured result of one model (FP32 reference or an INT8 format)."""
+
+    name: str
+    accuracy: float
+    latency_ms: dict[str, float]
+    accuracy_delta_points: float = 0.0
+    top1_agreement: float = 1.0
+    decision_agreement: float = 1.0
+    max_abs_diff: float = 0.0
+    mean_abs_diff: float = 0.0
+    quantize_seconds: float = 0.0
+    size_bytes: int = 0
+    within_budget: bool = True
+
+    def speedup(self, ref: "Candidate", batch: int) -> float:
+        return ref.latency_ms[str(batch)] / self.latency_ms[str(batch)]
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    manifest: Manifest
+    chosen: Candidate
+    fp32: Candidate
+    candidates: list[Candidate] = field(default_factory=list)
+    eval_images: int = 0
+    calibration: str = ""
+
+
+def default_int8_path(onnx_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``."""
+    p = Path(onnx_path)
+    return p.with_name(f"{p.stem}.int8.onnx")
+
+
+def preprocessing_nodes(model) -> list[str]:
+    """Names of the nodes between the graph input and the first compute op (kept float)."""
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {i.name for i in model.graph.initializer}
+    front = [i.name for i in model.graph.input if i.name not in inits]
+    seen: list[str] = []
+    while front:
+        t = front.pop()
+        for n in consumers.get(t, []):
+            if n.op_type in _COMPUTE_OPS or n.name in seen:
+                continue
+            seen.append(n.name)
+            front.extend(n.output)
+    return seen
+
+
+def _validate(cfg: QuantizeConfig) -> None:
+    bad = [f for f in cfg.formats if f not in QUANT_FORMATS]
+    if bad or not cfg.formats:
+        raise ConfigError(f"unknown INT8 format(s) {bad or '(none given)'}", f"choose from: {', '.join(QUANT_FORMATS)}")
+    if cfg.calibrate_method not in CALIBRATE_METHODS:
+        raise ConfigError(f"unknown calibration method {cfg.calibrate_method!r}", f"choose from: {', '.join(CALIBRATE_METHODS)}")
+    if not 0 <= cfg.accuracy_budget < 1:
+        raise ConfigError(f"--accuracy-budget must be a fraction in [0, 1), got {cfg.accuracy_budget}",
+                          "e.g. 0.01 for one accuracy point")
+    if cfg.select_batch not in (1, 8):
+        raise ConfigError(f"--select-batch must be 1 or 8, got {cfg.select_batch}")
+
+
+def _eval_set(cfg: QuantizeConfig, calib: CalibrationSource, manifest: Manifest):
+    root = Path(cfg.eval_data) if cfg.eval_data else DEFAULT_DATASET
+    ds = discover(root, "folder", min_classes=1)
+    calib_hashes = {content_hash(p) for p in calib.paths}
+    keep = [s for s in ds.samples if s.label in manifest.labels and content_hash(s.path) not in calib_hashes]
+    if len(keep) < 20:
+        raise DatasetError(f"only {len(keep)} labelled images in {root} outside the calibration set; the INT8 accuracy "
+                           "check needs at least 20", "pass --eval-data with a larger labelled folder")
+    from ..preprocess import decode_image, preprocess
+    from ..errors import ImageDecodeError
+
+    imgs, ys = [], []
+    for s in keep:
+        try:
+            imgs.append(decode_image(s.path))
+            ys.append(manifest.labels.index(s.label))
+        except ImageDecodeError:
+            continue
+    return root, preprocess(imgs, manifest.input), np.array(ys)
+
+
+def _session(path_or_bytes, threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def _measure(sess, x: np.ndarray, input_name: str, runs: int) -> tuple[np.ndarray, dict[str, float]]:
+    probs = np.concatenate([sess.run(None, {input_name: x[i:i + 32]})[0] for i in range(0, len(x), 32)])
+    lat = {}
+    for b in (1, 8):
+        xb = np.ascontiguousarray(x[:b])
+        for _ in range(3):
+            sess.run(None, {input_name: xb})
+        ts = []
+        for _ in range(max(3, runs if b == 1 else max(3, runs // 4))):
+            t0 = time.perf_counter()
+            sess.run(None, {input_name: xb})
+            ts.append(time.perf_counter() - t0)
+        lat[str(b)] = float(np.median(ts) * 1e3)
+    return probs, lat
+
+
+def _decisions(probs: np.ndarray, m: Manifest) -> np.ndarray:
+    from ..metrics import predict_labels
+
+    return predict_labels(probs, m.positive_index, m.threshold)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over the shared calibration batches."""
+
+    def __init__(self, calib: CalibrationSource, m: Manifest, batch: int = 8):
+        self._it = calib.batches(m.input, batch)
+        self._name = m.input_name
+
+    def get_next(self):
+        b = next(self._it, None)
+        return None if b is None else {self._name: b}
+
+
+def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, config: QuantizeConfig | None = None,
+                   progress: Progress | None = None) -> QuantizeResult:
+    """Quantize an FP32 edgecrack ONNX model to onnxruntime static INT8, choosing the format by measurement.
+
+    Args:
+        onnx_path: FP32 ``model.onnx`` with its manifest.
+        out_path: Destination (default ``model.int8.onnx`` next to the input).
+        config: Formats, calibration set, evaluation data, accuracy budget.
+        progress: ``(phase, done, total)`` callback.
+
+    Returns:
+        The written model, its manifest (kind ``onnx-int8``) and every candidate's measurements.
+
+    Raises:
+        ConfigError: Invalid options, or not an FP32 edgecrack ONNX model.
+        DatasetError: Calibration or evaluation images missing.
+        ArtifactError: No format stays within the accuracy budget (nothing is written).
+        BackendUnavailable: The ``onnx`` package (quant extra) is missing.
+    """
+    cfg = config or QuantizeConfig()
+    _validate(cfg)
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ArtifactError(f"ONNX model not found: {onnx_path}", "export it first: edgecrack export <run folder>")
+    manifest = read_manifest(onnx_path)
+    if manifest.kind != "onnx":
+        raise ConfigError(f"{onnx_path} is a {manifest.kind!r} artifact, not an FP32 ONNX model",
+                          "quantize the run's model.onnx")
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as e:
+        raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
+                                 "pip install 'edgecrack[quant]'") from None
+    say = progress or (lambda *_: None)
+    calib = load_calibration(cfg.calib)
+    root, x_eval, y_eval = _eval_set(cfg, calib, manifest)
+    fp32_bytes = onnx_path.read_bytes()
+    fp32_sha = hashlib.sha256(fp32_bytes).hexdigest()
+
+    say("measuring FP32", 0, 1)
+    p0, lat0 = _measure(_session(fp32_bytes, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
+    d0 = _decisions(p0, manifest)
+    acc0 = float((d0 == y_eval).mean())
+    fp32 = Candidate("fp32", acc0, lat0, size_bytes=len(fp32_bytes))
+    say("measuring FP32", 1, 1)
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[cfg.calibrate_method]
+    results: list[Candidate] = []
+    blobs: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="edgecrack-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        say("shape inference and graph optimisation", 0, 1)
+        # Symbolic shape inference + ORT graph optimisation fold the exporter's dynamic Pad
+        # arithmetic into constants, which the quantizer needs to see plain Conv chains.
+        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=False)
+        base = onnx.load(str(pre))
+        base.ClearField("metadata_props")
+        onnx.save(base, str(pre))
+        excluded = preprocessing_nodes(base)
+        for k, name in enumerate(cfg.formats):
+            say(f"quantizing {name}", k, len(cfg.formats))
+            fmt, act, wt = QUANT_FORMATS[name]
+            out_tmp = Path(tmp) / f"{name}.onnx"
+            t0 = time.perf_counter()
+            quantize_static(str(pre), str(out_tmp), _Reader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
+                            activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
+                            per_channel=cfg.per_channel, nodes_to_exclude=excluded, calibrate_method=method)
+            qs = time.perf_counter() - t0
+            blob = out_tmp.read_bytes()
+            try:
+                sess = _session(blob, cfg.threads)
+            except Exception as e:  # noqa: BLE001 - some formats have no kernels on some CPUs
+                say(f"{name}: onnxruntime cannot run it ({str(e).splitlines()[0][:120]})", k + 1, len(cfg.formats))
+                continue
+            p, lat = _measure(sess, x_eval, manifest.input_name, cfg.latency_runs)
+            d = _decisions(p, manifest)
+            acc = float((d == y_eval).mean())
+            c = Candidate(name, acc, lat, accuracy_delta_points=round((acc - acc0) * 100, 3),
+                          top1_agreement=float((p.argmax(1) == p0.argmax(1)).mean()),
+                          decision_agreement=float((d == d0).mean()),
+                          max_abs_diff=float(np.abs(p - p0).max()), mean_abs_diff=float(np.abs(p - p0).mean()),
+                          quantize_seconds=round(qs, 2), size_bytes=len(blob),
+                          within_budget=(acc0 - acc) <= cfg.accuracy_budget + 1e-9)
+            results.append(c)
+            blobs[name] = blob
+            say(f"quantizing {name}", k + 1, len(cfg.formats))
+    ok = [c for c in results if c.within_budget]
+    if not ok:
+        table = ", ".join(f"{c.name}: {c.accuracy:.3f} ({c.accuracy_delta_points:+.1f} pts)" for c in results)
+        raise ArtifactError(f"no INT8 format stays within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32 "
+                            f"({acc0:.3f}) on {len(y_eval)} images: {table or 'none could run'}; nothing was written",
+                            "keep the FP32 model.onnx, try --calibrate-method entropy, or a larger calibration set")
+    key = str(cfg.select_batch)
+    chosen = min(ok, key=lambda c: c.latency_ms[key])
+    fmt, act, wt = QUANT_FORMATS[chosen.name]
+    extra = {
+        "precision": "int8",
+        "format": chosen.name,
+        "quant_format": fmt,
+        "activation_type": act,
+        "weight_type": wt,
+        "per_channel": cfg.per_channel,
+        "calibrate_method": cfg.calibrate_method,
+        "calibration_hash": calib.hash,
+        "calibration_images": len(calib),
+        "calibration_set": str(calib.root),
+        "excluded_nodes": excluded,
+        "onnx_sha256": fp32_sha,
+        "eval": {"data": str(root), "images": int(len(y_eval)), "threshold": manifest.threshold},
+        "fp32": asdict(fp32),
+        "int8": asdict(chosen),
+        "deltas_vs_fp32": {
+            "accuracy_points": chosen.accuracy_delta_points,
+            "top1_agreement": chosen.top1_agreement,
+            "speedup_batch1": round(chosen.speedup(fp32, 1), 3),
+            "speedup_batch8": round(chosen.speedup(fp32, 8), 3),
+        },
+        "candidates": [asdict(c) for c in results],
+        "selected_by": f"lowest batch-{key} latency within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32",
+        "cpu": _cpu_name(),
+        "threads": cfg.threads,
+    }
+    versions = dict(manifest.versions, onnxruntime=ort.__version__, onnx=onnx.__version__)
+    im = manifest.with_kind("onnx-int8", extra=extra, versions=versions, parent=fp32_sha)
+    from .onnx import attach_manifest
+
+    final = attach_manifest(blobs[chosen.name], im)
+    out = Path(out_path) if out_path else default_int8_path(onnx_path)
+    atomic_write_bytes(out, final)
+    write_manifest(out, im)
+    return QuantizeResult(out, im, chosen, fp32, results, int(len(y_eval)), calib.describe())
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
