@@ -971,6 +971,14 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
             raise ConfigError(f"no artifact named {sorted(missing)} in {cfg.run}",
                               f"artifacts there: {', '.join(a.name for a in arts)}")
         arts = [a for a in arts if a.name in want]
+    if cfg.accuracy:
+        # Fail before minutes of measurement, not after them.
+        classes = set(discover(data, "folder", min_classes=1).classes)
+        for a in arts:
+            if a.manifest is not None and classes - set(a.manifest.labels):
+                raise DatasetError(f"{data} has classes {sorted(classes - set(a.manifest.labels))} that {a.name} does not "
+                                   f"know (it knows {a.manifest.labels})",
+                                   "benchmark accuracy on folders named after the model's labels (--data), or use --no-accuracy")
     paths = _e2e_paths(data, cfg.e2e_images)
     env = environment()
     plan = [(a, b) for a in arts for b in backends_for(a.family) if cfg.backends is None or b in cfg.backends]
@@ -985,6 +993,7 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
     for art, bname in plan:
         cell = CellResult(art.name, str(art.path), art.kind, art.precision, art.size_bytes, bname, "ok")
         rep.step(f"{art.name} on {bname}: loading")
+        torch_threads = _torch_threads()
         mem = _MemoryProbe()
         t0 = time.perf_counter()
         try:
@@ -1022,6 +1031,7 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
         finally:
             backend.close()
             del backend
+            _restore_torch_threads(torch_threads)
         results.append(cell)
     rep.advance()
     rep.finish()
@@ -1038,6 +1048,22 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
         report.training = training_section(cfg.train_json)
     report.summary = summarize(report)
     return report
+
+
+def _torch_threads() -> int | None:
+    import sys
+
+    t = sys.modules.get("torch")
+    return t.get_num_threads() if t is not None else None
+
+
+def _restore_torch_threads(n: int | None) -> None:
+    # TorchBackend sets torch's process-wide thread count; a benchmark must not leave it changed.
+    import sys
+
+    t = sys.modules.get("torch")
+    if n is not None and t is not None and t.get_num_threads() != n:
+        t.set_num_threads(n)
 
 
 def _reference_index(results: list[CellResult]) -> int | None:
