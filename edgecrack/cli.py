@@ -13,6 +13,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import EdgecrackError
@@ -37,9 +38,9 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except EdgecrackError as e:
-            err_console.print(f"[bold red]error:[/] {e.message}")
+            err_console.print(f"[bold red]error:[/] {escape(e.message)}")
             if e.hint:
-                err_console.print(f"[yellow]hint:[/] {e.hint}")
+                err_console.print(f"[yellow]hint:[/] {escape(e.hint)}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
