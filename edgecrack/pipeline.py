@@ -133,8 +133,8 @@ class StageTimer:
                 v = np.asarray(self.samples[s], np.float64)
                 d: dict[str, float] = {}
                 if s in self.total_s:
-                    d["total_s"] = round(self.total_s[s], 4)
-                    d["ms_per_frame"] = round(self.total_s[s] * 1e3 / frames, 3) if frames else 0.0
+                    d["total_s"] = round(self.total_s[s], 6)
+                    d["ms_per_frame"] = round(self.total_s[s] * 1e3 / frames, 4) if frames else 0.0
                 if v.size:
                     d.update(mean_ms=round(float(v.mean()), 3), p50_ms=round(float(np.percentile(v, 50)), 3),
                              p95_ms=round(float(np.percentile(v, 95)), 3), max_ms=round(float(v.max()), 3))
