@@ -683,7 +683,16 @@ def open_cell_backend(art: ArtifactRef, backend: str, threads: int | None):
             raise BackendUnavailable(why)
         return TorchBackend(art.path.parent, art.manifest, device=dev, threads=threads).load()
     if backend == "tensorrt":
-        # The runtime owns engine loading and its compatibility checks (sidecar vs this GPU).
+        from .runtime import tensorrt_backend as trt_rt
+
+        why = trt_rt.TensorRTBackend.probe()
+        if why:
+            raise BackendUnavailable(why)
+        # An engine built for another GPU or TensorRT version cannot run here; that is not a
+        # broken artifact, so it is reported as unavailable with the sidecar's reason.
+        why = trt_rt.engine_matches_machine(art.manifest)
+        if why:
+            raise BackendUnavailable(why)
         return open_backend(art.path, prefer="tensorrt", strict=True, threads=threads).backend
     raise ConfigError(f"unknown backend {backend!r}")
 
