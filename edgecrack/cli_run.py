@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from .cli import console, err_console, user_errors
+# ``edgecrack.cli`` is imported inside the functions: it imports this module to register the
+# command, so importing this module first must not import it back half-initialised.
 
 
 def run_cmd(
@@ -57,6 +58,7 @@ def run_cmd(
 
     import cv2
 
+    from .cli import console, err_console
     from .errors import ConfigError
     from .pipeline import RunConfig, run
     from .sinks import ConsoleSink
@@ -106,4 +108,6 @@ def summary_text(s) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    from .cli import user_errors
+
     app.command("run")(user_errors(run_cmd))
