@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Exit 0 with the engine (or, when TensorRT cannot run here, the ONNX) on stdout; the decision
     goes to stderr (the journal, under systemd). With ``--fallback-onnx`` a failed build also
-    prints the ONNX; without it a failed build exits 1.
+    prints the ONNX; without it a failed build exits 1. ``--require-engine`` exits 1 where
+    TensorRT cannot run.
     """
     ap = argparse.ArgumentParser(prog="python -m edgecrack.engine_cache",
                                  description="Build the TensorRT engine for this device once; reuse it afterwards.")
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", default=None, help="calibration set folder (INT8)")
     ap.add_argument("--device", type=int, default=0, help="CUDA device index")
     ap.add_argument("--fallback-onnx", action="store_true", help="run the ONNX model when the engine build fails")
+    ap.add_argument("--require-engine", action="store_true", help="exit 1 when TensorRT cannot run here")
     args = ap.parse_args(argv)
     from .runtime import resolve_artifact
 
@@ -342,17 +344,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         onnx = resolve_artifact(args.model)
+    except EdgecrackError as e:
+        say(f"error: {e}")  # no model at all: nothing to fall back to
+        return 1
+    try:
         d = ensure_engine(onnx, args.cache_dir, args.precision, args.calib, device_index=args.device, progress=progress)
     except EdgecrackError as e:
         if not args.fallback_onnx:
             say(f"error: {e}")
             return 1
         say(f"engine build failed, running the ONNX model instead: {e}")
-        print(resolve_artifact(args.model))
+        print(onnx)
         return 0
     for p in d.pruned:
         say(f"removed stale engine {p.name}")
     say(f"{d.action}: {d.reason}")
+    if d.path is None and args.require_engine:
+        say("error: an engine is required (EDGECRACK_ENGINE=require) and none can be built here")
+        return 1
     print(d.path if d.path is not None else onnx)
     return 0
 
