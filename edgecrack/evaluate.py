@@ -107,6 +107,8 @@ class EvalResult:
     metrics: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    predictions: list[Prediction] = field(default_factory=list)
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
 
 
 def evaluate(artifact: str | Path, data: str | Path, backend: str = "auto", label_from: str = "folder",
@@ -142,8 +144,99 @@ def evaluate(artifact: str | Path, data: str | Path, backend: str = "auto", labe
     metrics = classification_report(y, probs, m.labels, m.positive_index, m.threshold)
     metrics["skipped"] = len(skipped) + len(ds.skipped)
     res = EvalResult(str(sel.backend.artifact), sel.backend.info(), metrics, list(ds.skipped) + skipped,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, preds, list(sel.skipped))
     if out is not None:
         atomic_write_json(out, {"artifact": res.artifact, "backend": res.backend, "data": str(data),
                                 "metrics": metrics, "skipped": res.skipped})
     return res
+
+
+@dataclass
+class ArtifactComparison:
+    """One artifact of a run evaluated next to the FP32 ONNX reference.
+
+    Attributes:
+        artifact: The file evaluated.
+        kind: Manifest kind (``onnx``, ``onnx-int8``, ``tensorrt``, ``checkpoint``).
+        precision: fp32 / fp16 / int8.
+        result: Its evaluation (None when it cannot run here).
+        error: Why it could not run here.
+        accuracy_delta_points: Accuracy minus the FP32 ONNX accuracy, in points.
+        agreement: Fraction of images with the same predicted label as FP32.
+    """
+
+    artifact: Path
+    kind: str
+    precision: str
+    result: EvalResult | None = None
+    error: str | None = None
+    accuracy_delta_points: float | None = None
+    agreement: float | None = None
+
+
+def artifacts_of_run(run: str | Path) -> list[Path]:
+    """Deployable artifacts of a run folder: ``model.onnx`` first, then other ONNX models, then engines."""
+    from .runtime import ENGINE_SUFFIXES
+
+    run = Path(run)
+    if run.is_file():
+        run = run.parent
+    if not run.is_dir():
+        raise DatasetError(f"run folder not found: {run}", "pass the folder written by edgecrack train --out")
+    onnx = sorted(run.glob("*.onnx"), key=lambda p: (p.name != "model.onnx", p.name))
+    engines = sorted(p for p in run.iterdir() if p.suffix.lower() in ENGINE_SUFFIXES)
+    if not onnx and not engines:
+        from .errors import ArtifactError
+
+        raise ArtifactError(f"{run} holds no .onnx model or engine", f"export it: edgecrack export {run}")
+    return onnx + engines
+
+
+def evaluate_all(run: str | Path, data: str | Path, label_from: str = "folder", batch_size: int = 16,
+                 threads: int | None = None, out: str | Path | None = None) -> list[ArtifactComparison]:
+    """Evaluate every artifact of a run on the same images and compare each with FP32.
+
+    Engines run on TensorRT only (never silently on onnxruntime, which would just repeat the
+    FP32 row); an artifact that cannot run here is listed with the reason.
+
+    Raises:
+        DatasetError: No labelled images.
+        ArtifactError: The run holds no artifact.
+    """
+    from .errors import EdgecrackError
+    from .manifest import read_manifest
+    from .runtime import is_engine
+
+    rows: list[ArtifactComparison] = []
+    ref: ArtifactComparison | None = None
+    for path in artifacts_of_run(run):
+        try:
+            m = read_manifest(path)
+        except EdgecrackError as e:
+            rows.append(ArtifactComparison(path, "?", "?", error=e.message))
+            continue
+        precision = m.extra.get("precision") or ("int8" if m.kind == "onnx-int8" else "fp32")
+        row = ArtifactComparison(path, m.kind, precision)
+        try:
+            sel = open_backend(path, "tensorrt" if is_engine(path) else "auto", strict=is_engine(path), threads=threads)
+            row.result = evaluate(path, data, label_from=label_from, batch_size=batch_size, selection=sel)
+        except EdgecrackError as e:
+            row.error = e.message
+        rows.append(row)
+        if ref is None and m.kind == "onnx" and row.result is not None:
+            ref = row
+    if ref is not None:
+        base = {p.image: p.predicted for p in ref.result.predictions}
+        for row in rows:
+            if row.result is None:
+                continue
+            row.accuracy_delta_points = round((row.result.metrics["accuracy"] - ref.result.metrics["accuracy"]) * 100, 3)
+            same = [p.predicted == base[p.image] for p in row.result.predictions if p.image in base]
+            row.agreement = float(np.mean(same)) if same else None
+    if out is not None:
+        atomic_write_json(out, {"run": str(run), "data": str(data), "artifacts": [
+            {"artifact": str(r.artifact), "kind": r.kind, "precision": r.precision, "error": r.error,
+             "accuracy_delta_points": r.accuracy_delta_points, "agreement_with_fp32": r.agreement,
+             "backend": r.result.backend if r.result else None, "metrics": r.result.metrics if r.result else None}
+            for r in rows]})
+    return rows

@@ -350,6 +350,9 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
     bconf.set_timing_cache(timing, ignore_mismatch=False)
 
     monitor = None
+    if progress is not None:
+        progress(f"building on {gpu.name}: TensorRT builds take one to several minutes"
+                 f"{' (INT8 calibrates first)' if cfg.precision == 'int8' else ''}", 0, 0)
     if progress is not None and hasattr(trt, "IProgressMonitor"):
         monitor = _make_progress_monitor(trt, progress)
         bconf.progress_monitor = monitor
