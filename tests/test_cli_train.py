@@ -22,6 +22,20 @@ runner = CliRunner()
 LINE = re.compile(r"^Image: (?P<name>\S+)(?: \| Actual: (?P<actual>\w+))? \| Predicted: (?P<pred>\w+) \(p=(?P<p>\d\.\d\d)\)$")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _flat(text: str) -> str:
     """Rich wraps long messages at the console width; compare on collapsed whitespace."""
     return " ".join(text.split())

@@ -22,6 +22,16 @@ from edgecrack.preprocess import (
 C224 = InputContract(224, 224)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def real_jpeg(deck_dir) -> Path:
     return sorted((deck_dir / "CD").glob("*.jpg"))[0]
@@ -205,8 +215,8 @@ def test_normalize_reference_by_hand():
 @pytest.mark.parametrize("contract", [C224, InputContract(64, 96, mean=(123.675, 116.28, 103.53),
                                                           std=(58.395, 57.12, 57.375)),
                                       InputContract(64, 64, color="RGB", mean=(10.0, 100.0, 200.0), std=(2.0, 50.0, 99.0))])
-def test_in_graph_normalize_equals_reference(contract, holdout_deck):
-    torch = pytest.importorskip("torch")
+def test_in_graph_normalize_equals_reference(contract, holdout_deck, one_torch_thread):
+    torch = one_torch_thread
     from edgecrack.train.model import Normalize
 
     batch = preprocess_files(sorted(holdout_deck.rglob("*.jpg"))[:4], contract)
@@ -217,8 +227,8 @@ def test_in_graph_normalize_equals_reference(contract, holdout_deck):
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
 
 
-def test_torch_eval_path_numpy_reference_and_onnx_agree(trained_run, holdout_deck):
-    torch = pytest.importorskip("torch")
+def test_torch_eval_path_numpy_reference_and_onnx_agree(trained_run, holdout_deck, one_torch_thread):
+    torch = one_torch_thread
     import onnxruntime as ort
 
     from edgecrack.train.api import load_checkpoint
