@@ -245,3 +245,27 @@ def test_val_dir_with_an_unknown_class_is_a_dataset_error(small_deck, tmp_path):
     with pytest.raises(DatasetError, match=r"validation folder .* has classes \['CW'\] not in training classes"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_prefix_labels_and_target_recall_threshold(trained_run, small_deck, config, tmp_path):
+    """ML.NET's useFolderNameAsLabel=false layout, and a threshold that reaches a cracked-class recall."""
+    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.train.loop import LoopConfig
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for c in ("CD", "UD"):
+        for p in sorted((small_deck / c).glob("*.jpg")):
+            shutil.copy(p, flat / f"{c}{p.name}")
+    cfg = TrainConfig(data=str(flat), label_from="prefix", out=str(tmp_path / "run"), views=2,
+                      cache_dir=config["cache_dir"], plots=False, export=False, threshold_mode="recall",
+                      target_recall=1.0, loop=LoopConfig(epochs=2, seed=0))
+    res = train(cfg)
+    assert res.manifest.labels == ["CD", "UD"] and res.manifest.positive_label == "CD"
+    assert res.metrics["bottleneck"]["computed"] == 0  # same bytes under other names: all cached
+    val = res.metrics["validation"]
+    assert val["per_class"]["CD"]["recall"] == 1.0
+    assert 0.0 < res.manifest.threshold < 1.0
+    assert val["threshold"] == res.manifest.threshold
+    # the same split as the folder-labelled run, so the same training images
+    assert res.manifest.data_fingerprint == read_manifest(trained_run).data_fingerprint
