@@ -1,0 +1,158 @@
+"""Training benchmark: accuracy by 5-fold CV, cold/warm wall time, bottleneck throughput.
+
+Run: ``.venv/bin/python benchmarks/bench_train.py`` (about 5 minutes on a 2-core CPU).
+Writes ``benchmarks/train/train.json`` and ``benchmarks/train/train.md``.
+
+- Accuracy: the default ``edgecrack train`` (library call with default options) on each of 5
+  stratified folds of the bundled 400 images; the held-out fold is passed as ``--test-dir``, the
+  other 320 images are split by the default policy into training and validation.
+- Wall time: the ``edgecrack train`` command as a subprocess on the bundled data with an empty
+  cache (cold) and again with a different ``--epochs`` (warm cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgecrack.data import DEFAULT_DATASET, discover, kfold_indices  # noqa: E402
+from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+
+
+def fold_dirs(tmp: Path, k: int, seed: int) -> list[tuple[Path, Path]]:
+    ds = discover(DEFAULT_DATASET)
+    folds = kfold_indices(ds.labels, k, seed)
+    out = []
+    for i, test_idx in enumerate(folds):
+        tr_dir, te_dir = tmp / f"fold{i}" / "train", tmp / f"fold{i}" / "test"
+        test_set = set(test_idx.tolist())
+        for j, s in enumerate(ds.samples):
+            d = (te_dir if j in test_set else tr_dir) / s.label
+            d.mkdir(parents=True, exist_ok=True)
+            os.symlink(s.path, d / s.path.name)
+        out.append((tr_dir, te_dir))
+    return out
+
+
+def cross_validate(k: int, seed: int, cache: Path, tmp: Path) -> dict:
+    from edgecrack.train.api import TrainConfig, train
+
+    accs, aucs, f1s, recs = [], [], [], []
+    for i, (tr, te) in enumerate(fold_dirs(tmp, k, seed)):
+        t0 = time.perf_counter()
+        res = train(TrainConfig(data=str(tr), test_dir=str(te), out=str(tmp / f"run{i}"), cache_dir=str(cache),
+                                plots=False, export=False))
+        m = res.metrics["test"]
+        accs.append(m["accuracy"])
+        aucs.append(m.get("roc_auc"))
+        f1s.append(m["per_class"]["CD"]["f1"])
+        recs.append(m["per_class"]["CD"]["recall"])
+        print(f"fold {i}: test accuracy {m['accuracy']:.3f}  ROC-AUC {m.get('roc_auc', 0):.3f}  "
+              f"CD recall {recs[-1]:.3f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return {"folds": k, "seed": seed, "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+            "accuracy_folds": accs, "roc_auc_mean": float(np.mean(aucs)), "cracked_f1_mean": float(np.mean(f1s)),
+            "cracked_recall_mean": float(np.mean(recs))}
+
+
+def timed_cli(args: list[str], env: dict) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edgecrack", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0, {}
+
+
+def wall_times(tmp: Path) -> dict:
+    cache = tmp / "cold-cache"
+    env = dict(os.environ, EDGECRACK_CACHE=str(cache))
+    cold, _ = timed_cli(["train", "--out", str(tmp / "cold")], env)
+    metrics_cold = json.loads((tmp / "cold" / "metrics.json").read_text())
+    warm, _ = timed_cli(["train", "--out", str(tmp / "warm"), "--epochs", "30"], env)
+    metrics_warm = json.loads((tmp / "warm" / "metrics.json").read_text())
+    return {"cold": cold, "warm": warm, "cold_breakdown": metrics_cold["timings"], "warm_breakdown": metrics_warm["timings"],
+            "bottleneck_images_per_s": metrics_cold["bottleneck"]["images_per_s"],
+            "bottleneck_views": metrics_cold["bottleneck"]["views"],
+            "bottleneck_engine": metrics_cold["bottleneck"]["engine"],
+            "default_run_test_accuracy": metrics_cold.get("test", {}).get("accuracy"),
+            "default_run_validation_accuracy": metrics_cold.get("validation", {}).get("accuracy")}
+
+
+def markdown(rep: dict) -> str:
+    cv, wt, m = rep["cv"], rep["wall_time_s"], rep["machine"]
+    lines = [
+        "# edgecrack train benchmark", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m['onnxruntime']}.", "",
+        "| measure | value | floor / budget |", "|---|---|---|",
+        f"| {cv['folds']}-fold CV accuracy (mean ± std) | {cv['accuracy_mean']:.3f} ± {cv['accuracy_std']:.3f} | >= 0.88 |",
+        f"| CV folds | {', '.join(f'{a:.3f}' for a in cv['accuracy_folds'])} | |",
+        f"| CV ROC-AUC (mean) | {cv['roc_auc_mean']:.3f} | |",
+        f"| CV cracked (CD) recall / F1 (mean) | {cv['cracked_recall_mean']:.3f} / {cv['cracked_f1_mean']:.3f} | |",
+        f"| `edgecrack train` wall time, cold cache | {wt['cold']:.1f} s | <= 60 s |",
+        f"| `edgecrack train` wall time, warm cache (other epochs) | {wt['warm']:.1f} s | <= 10 s |",
+        f"| bottleneck throughput (decode included, {rep['bottleneck_views']} views/image) | "
+        f"{rep['bottleneck_images_per_s']:.1f} images/s ({rep['bottleneck_images_per_s'] * rep['bottleneck_views']:.1f} views/s) | |",
+        "", f"Bottleneck engine: {rep['bottleneck_engine']}.", "",
+        "Cold run breakdown (s): " + ", ".join(f"{k} {v:.1f}" for k, v in wt["cold_breakdown"].items()),
+        "", "Warm run breakdown (s): " + ", ".join(f"{k} {v:.1f}" for k, v in wt["warm_breakdown"].items()), "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "train")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-timing", action="store_true")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="edgecrack-bench-train-"))
+    try:
+        rep: dict = {"schema": "edgecrack.bench.train/1", "machine": machine(),
+                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if not a.skip_timing:
+            wt = wall_times(tmp)
+            rep["wall_time_s"] = wt
+            rep["bottleneck_images_per_s"] = wt.pop("bottleneck_images_per_s")
+            rep["bottleneck_views"] = wt.pop("bottleneck_views")
+            rep["bottleneck_engine"] = wt.pop("bottleneck_engine")
+            print(f"wall time: cold {wt['cold']:.1f}s, warm {wt['warm']:.1f}s; bottleneck "
+                  f"{rep['bottleneck_images_per_s']:.1f} images/s", flush=True)
+        rep["cv"] = cross_validate(a.folds, a.seed, tmp / "cv-cache", tmp)
+        print(f"{a.folds}-fold CV accuracy {rep['cv']['accuracy_mean']:.3f} ± {rep['cv']['accuracy_std']:.3f}")
+        atomic_write_json(a.out / "train.json", rep)
+        if "wall_time_s" in rep:
+            atomic_write_text(a.out / "train.md", markdown(rep))
+        print(f"wrote {a.out / 'train.json'}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
