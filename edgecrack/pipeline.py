@@ -458,6 +458,80 @@ class Inspector:
         return self.infer([self.prepare(f) for f in frames])
 
 
+class _Prepared:
+    """Frames of a source, tiled and preprocessed.
+
+    Recorded sources are prepared on a worker thread a few frames ahead, so tiling and
+    resizing overlap inference instead of adding to it. Live sources are prepared on demand:
+    a queue in front of inference would hold stale frames.
+    """
+
+    def __init__(self, src: Source, insp: Inspector, ahead: int = 4):
+        self.src = src
+        self.insp = insp
+        self.ended = False
+        self._q: queue.Queue | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not src.live:
+            self._q = queue.Queue(maxsize=max(2, ahead))
+            self._thread = threading.Thread(target=self._work, name="edgecrack-prepare", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                f = self.src.next_frame(timeout=0.25)
+                if f is None:
+                    if self.src.ended:
+                        break
+                    continue
+                p = self.insp.prepare(f)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(p, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
+            self._error = e
+        finally:
+            self._q.put(None)
+
+    def get(self, timeout: float) -> _Pending | None:
+        """The next prepared frame, or None (then :attr:`ended` says whether more will come)."""
+        if self._q is None:
+            f = self.src.next_frame(timeout)
+            if f is None:
+                self.ended = self.src.ended
+                return None
+            return self.insp.prepare(f)
+        if self.ended:
+            return None
+        try:
+            p = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if p is None:
+            self.ended = True
+            if self._error is not None:
+                raise self._error
+        return p
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # Unblock a worker waiting on a full queue, then wait for it.
+            while self._thread.is_alive():
+                try:
+                    self._q.get_nowait()
+                except queue.Empty:
+                    pass
+                self._thread.join(timeout=0.05)
+            self._thread = None
+
+
 def run(config: RunConfig, sinks: list[Sink] | None = None,
         on_start: Callable[[RunInfo, str], None] | None = None) -> RunSummary:
     """Inspect a source with a model until it ends, ``max_frames``, or a stop signal.
@@ -494,6 +568,7 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
     frames = cracked = tiles = events = 0
     t_start = time.perf_counter()
     summary: RunSummary | None = None
+    prepared: _Prepared | None = None
     try:
         insp = Inspector(sel.backend, config.tile, config.stride, config.edge, config.batch, config.threshold,
                          config.min_tiles, config.smooth, timer)
@@ -509,6 +584,7 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
             on_start(info, sel.describe())
         sink_thread = _SinkThread(all_sinks, info, timer, config.overlay)
         t_start = time.perf_counter()
+        prepared = _Prepared(src, insp)
         pending: list[_Pending] = []
         pending_tiles = 0
         stop_reason = "source ended"
@@ -533,24 +609,24 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
             if config.max_frames is not None and frames + len(pending) >= config.max_frames:
                 stop_reason = f"max frames ({config.max_frames})"
                 break
-            f = src.next_frame(timeout=0.25)
-            if f is None:
-                if src.ended:
+            p = prepared.get(timeout=0.25)
+            if p is None:
+                if prepared.ended:
                     stop_reason = src.end_reason or "source ended"
                     break
                 continue
-            p = insp.prepare(f)
             pending.append(p)
             pending_tiles += p.grid.n
             # Live sources answer each frame at once (latency); recorded ones fill batches (throughput).
             if src.live or pending_tiles >= config.batch:
                 flush()
         flush()
+        elapsed = time.perf_counter() - t_start
+        prepared.stop()
+        src.stop()
         for ev in src.events():
             events += 1
             sink_thread.put(ev)
-        elapsed = time.perf_counter() - t_start
-        src.stop()
         sink_thread.finish()
         if sink_thread.error is not None:
             raise sink_thread.error
@@ -565,6 +641,8 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         return summary
     finally:
         stopper.restore()
+        if prepared is not None:
+            prepared.stop()
         src.stop()
         if sink_thread is not None:
             sink_thread.finish()

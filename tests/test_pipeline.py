@@ -165,19 +165,19 @@ def test_http_stream_dies_mid_run_and_the_loop_reconnects(trained_run, tmp_path,
     th = threading.Thread(target=chaos, daemon=True)
     th.start()
     try:
-        s = run(cfg(srv.url, trained_run, logs=[str(log)], max_frames=25,
-                    source_options=SourceOptions(watchdog_s=2.0, backoff_s=0.2, backoff_max_s=0.5)))
+        s = run(cfg(srv.url, trained_run, logs=[str(log)], max_frames=30,
+                    source_options=SourceOptions(watchdog_s=4.0, backoff_s=0.2, backoff_max_s=0.5)))
     finally:
         th.join(timeout=30)
         srv.kill()
     assert restarted.is_set()
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     kinds = [r["kind"] for r in recs if r["type"] == "event"]
-    assert kinds[0] == "connected" and "lost" in kinds and kinds[-1] == "reconnected"
+    assert kinds[0] == "connected" and "lost" in kinds and "reconnected" in kinds[kinds.index("lost"):]
     frames = [r for r in recs if r["type"] == "frame"]
-    assert s.frames == 25 == len(frames) and s.source["reconnects"] == 1
-    assert [f["index"] for f in frames] == list(range(25))
+    assert s.frames == 30 == len(frames) and s.source["reconnects"] >= 1
+    assert [f["index"] for f in frames] == list(range(30))
     lost_at = next(r["time"] for r in recs if r.get("kind") == "lost")
-    assert sum(f["time"] > lost_at for f in frames) >= 10  # the loop kept going after the link came back
+    assert sum(f["time"] > lost_at for f in frames) >= 5  # the loop kept going after the link came back
     assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary"
-    assert recs[-1]["stop_reason"] == "max frames (25)" and recs[-1]["source"]["live"] is True
+    assert recs[-1]["stop_reason"] == "max frames (30)" and recs[-1]["source"]["live"] is True
