@@ -100,7 +100,7 @@ class ConsoleSink(Sink):
         if len(self._times) >= 2 and self._times[-1] > self._times[0]:
             fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
         if r is None:
-            return f"waiting for frames ({state or 'connecting'})"
+            return "waiting for the first frame"
         verdict = r.label.upper() if r.cracked else r.label
         text = (f"frame {r.frame.index} | {fps:.1f} fps | latency {r.latency_ms:.0f} ms | "
                 f"cracked tiles {r.cracked_tiles}/{r.grid.n} | drops {r.dropped} | {verdict}")
@@ -129,7 +129,7 @@ class ConsoleSink(Sink):
         now = time.perf_counter()
         if now - self._last_print >= 1.0:
             self._times.clear()
-            self._status(self.status_text(self._last, "no frames, waiting"))
+            self._status(self.status_text(self._last, "no new frame"))
             self._last_print = now
 
     def event(self, ev: SourceEvent) -> None:
