@@ -44,6 +44,7 @@ def test_folder_prints_one_tutorial_line_per_image_and_a_summary(trained_run, ho
     (["--camera", "0", "--source", "x.mp4"], "give exactly one of --source and --camera"),
     ([], "give exactly one of --source and --camera"),
     (["--source", "/nonexistent/flight.mp4"], "source not found: /nonexistent/flight.mp4"),
+    (["--camera", "57"], "camera 57: /dev/video57 does not exist"),
     (["--source", "{folder}", "--smooth", "3"], "--smooth averages consecutive video frames"),
     (["--source", "{folder}", "--backend", "warp-drive"], "unknown backend 'warp-drive'"),
     (["--source", "{folder}", "--tile", "256", "--stride", "300"], "--stride must be in 1..256"),
