@@ -142,7 +142,8 @@ def train_cmd(
     console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "
                   f"{tm['training_s']:.1f}s)  threshold {thr if thr is None else f'{thr:.3f}'} on "
                   f"{res.manifest.positive_label}  skipped {len(res.skipped)} files")
-    console.print(f"run folder: {res.run_dir}  (checkpoint.safetensors, model.onnx, metrics.json, plots/)")
+    written = ["checkpoint.safetensors"] + (["model.onnx"] if cfg.export else []) + ["metrics.json"] + (["plots/"] if cfg.plots else [])
+    console.print(f"run folder: {res.run_dir}  ({', '.join(written)})")
 
 
 def eval_cmd(

@@ -138,6 +138,10 @@ def evaluate(artifact: str | Path, data: str | Path, backend: str = "auto", labe
         raise DatasetError(f"{data} has classes {unknown} the model does not know (it knows {m.labels})",
                            "evaluate on folders named after the model's labels")
     preds, skipped = predict_files(sel, [s.path for s in ds.samples], batch_size, label_from)
+    if not preds:
+        raise DatasetError(f"none of the images in {data} could be decoded ({len(ds.samples)} tried: "
+                           + "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:3]) + ")",
+                           "replace or remove the corrupt files")
     truth = {str(s.path): s.label for s in ds.samples}
     y = np.array([m.labels.index(truth[p.image]) for p in preds], dtype=int)
     probs = np.array([[p.probs[lab] for lab in m.labels] for p in preds], dtype=np.float64).reshape(-1, len(m.labels))

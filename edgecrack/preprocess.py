@@ -96,7 +96,8 @@ def decode_bytes(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarra
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if buf.size == 0:
         raise ImageDecodeError(f"{source}: empty file")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    # ANYCOLOR|ANYDEPTH (not UNCHANGED) so EXIF orientation is applied, as cv2.imread does.
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:
         raise ImageDecodeError(f"{source}: not a decodable image (corrupt, truncated or unsupported)")
     if _is_truncated_jpeg(buf):

@@ -225,7 +225,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 
     main_rows, main_y = rows(ds.samples)
     if len(main_rows) == 0:
-        raise DatasetError(f"none of the images in {root} could be decoded", "see skipped.txt in the run folder")
+        raise DatasetError(f"none of the images in {root} could be decoded ({len(ds.samples)} tried: "
+                           + "; ".join(f"{Path(p).name}: {why}" for p, why in fs.skipped[:3]) + ")",
+                           "replace or remove the corrupt files")
     if len(set(main_y.tolist())) < 2:
         raise DatasetError(f"after skipping unreadable files only one class is left in {root}")
     main_labels = [classes[i] for i in main_y]

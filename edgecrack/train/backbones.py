@@ -334,9 +334,15 @@ def _download_torchvision(spec: BackboneSpec, units, channels, head) -> LoadedBa
 
     builder = getattr(models, spec.torchvision_name)
     weights_enum = models.get_model_weights(spec.torchvision_name).DEFAULT
+    import socket
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # a network that silently drops packets must not hang training
     try:
         full = builder(weights=weights_enum)
     except Exception as e:  # noqa: BLE001 - network errors come in many types
         raise WeightsError(f"could not download {spec.name} weights: {e}", "pass --weights FILE instead") from None
+    finally:
+        socket.setdefaulttimeout(old)
     _tv_state_map(spec.torchvision_name, full.state_dict(), units, head)
     return LoadedBackbone(spec, units, channels, head, f"torchvision:{weights_enum}")

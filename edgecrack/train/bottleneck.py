@@ -198,7 +198,7 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
                     pass  # a damaged cache entry is recomputed
         todo.append(i)
     hits = len(results)
-    runner = _TrunkRunner(net, pooled, device, threads, contract) if todo else None
+    runner: _TrunkRunner | None = None  # built on the first decodable uncached image (export costs seconds)
     done = hits
     if progress:
         progress(done, len(paths))
@@ -219,6 +219,8 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
                 good.append(j)
                 imgs.append(img)
             if imgs:
+                if runner is None:
+                    runner = _TrunkRunner(net, pooled, device, threads, contract)
                 stack = np.stack([np.ascontiguousarray(fn(im)) for im in imgs for fn in view_fns])
                 feats = runner(stack).astype(np.float16)
                 feats = feats.reshape(len(imgs), len(views), *feats.shape[1:])

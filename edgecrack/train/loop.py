@@ -158,7 +158,7 @@ def train_on_features(net: CrackNet, train_x: np.ndarray, train_y: np.ndarray, v
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot_loss += float(loss) * len(idx)
+            tot_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         lr_now = opt.param_groups[0]["lr"]
         net.eval()
