@@ -19,32 +19,48 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def heldout(tmp_path_factory, deck_dir, small_deck) -> Path:
-    """The bundled deck minus the 40 training images of ``trained_run`` (360 real images)."""
-    root = tmp_path_factory.mktemp("heldout")
-    train = {p.name for p in small_deck.rglob("*.jpg")}
+def split_deck(tmp_path_factory, deck_dir) -> tuple[Path, Path]:
+    """Bundled deck split by file order: 160 training images (80 per class), 240 held out."""
+    root = tmp_path_factory.mktemp("split")
+    for part in ("train", "heldout"):
+        for cls in ("CD", "UD"):
+            (root / part / cls).mkdir(parents=True)
     for cls in ("CD", "UD"):
-        (root / cls).mkdir()
-        for p in (deck_dir / cls).glob("*.jpg"):
-            if p.name not in train:
-                shutil.copy(p, root / cls / p.name)
-    return root
+        for i, p in enumerate(sorted((deck_dir / cls).glob("*.jpg"))):
+            shutil.copy(p, root / ("train" if i % 5 in (0, 3) else "heldout") / cls / p.name)
+    return root / "train", root / "heldout"
 
 
 @pytest.fixture(scope="module")
-def int8(tmp_path_factory, trained_onnx, heldout):
-    d = tmp_path_factory.mktemp("int8")
-    shutil.copy(trained_onnx, d / "model.onnx")
-    shutil.copy(sidecar_path(trained_onnx), sidecar_path(d / "model.onnx"))
-    cfg = QuantizeConfig(calib=str(REPO / "calibration" / "deck"), formats=("qdq-u8s8",), eval_data=str(heldout),
+def better_run(tmp_path_factory, split_deck) -> Path:
+    """A model trained like the default recipe (8 cached views per image), on 160 images.
+
+    The 40-image session model sits near chance level, where every probability is close to
+    the threshold and INT8 noise flips decisions; a 1-view model loses ~3 points in INT8,
+    the 8-view one none (measured on the 201 held-out images). Head only: seconds on an idle
+    2-core machine (1280 trunk passes)."""
+    pytest.importorskip("torch")
+    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.train.loop import LoopConfig
+
+    out = tmp_path_factory.mktemp("runs") / "int8src"
+    cfg = TrainConfig(data=str(split_deck[0]), out=str(out), views=8, fine_tune_blocks=0, plots=False,
+                      cache_dir=str(tmp_path_factory.mktemp("cache")), loop=LoopConfig(epochs=30, seed=0))
+    train(cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def int8(better_run, split_deck):
+    cfg = QuantizeConfig(calib=str(REPO / "calibration" / "deck"), formats=("qdq-u8s8",), eval_data=str(split_deck[1]),
                          latency_runs=5, accuracy_budget=0.01)
-    return int8_from_onnx(d / "model.onnx", config=cfg)
+    return int8_from_onnx(better_run / "model.onnx", config=cfg)
 
 
 def test_int8_accuracy_within_one_point_of_fp32(int8):
     n = int8.eval_images
-    assert n >= 250  # held-out minus calibration images
-    assert int8.fp32.accuracy > 0.6  # a real model, not chance
+    assert n >= 180  # held-out minus calibration images
+    assert int8.fp32.accuracy > 0.75  # a real model, not chance
     assert int8.chosen.accuracy >= int8.fp32.accuracy - 0.01
     assert int8.chosen.top1_agreement >= 0.9
 

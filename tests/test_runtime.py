@@ -184,7 +184,7 @@ def test_eval_all_lists_every_artifact_with_deltas(run_copy, holdout_deck):
     out = run_copy / "eval_all.json"
     r = CliRunner().invoke(app, ["eval", str(run_copy), str(holdout_deck), "--all", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "cannot run here" in r.output and "TensorRT is not" in r.output
+    assert "TensorRT is not installed" in " ".join(r.output.split())
     rows = {Path(a["artifact"]).name: a for a in json.loads(out.read_text())["artifacts"]}
     assert rows["model.onnx"]["accuracy_delta_points"] == 0 and rows["model.onnx"]["agreement_with_fp32"] == 1.0
     assert rows["copy.onnx"]["accuracy_delta_points"] == 0 and rows["copy.onnx"]["agreement_with_fp32"] == 1.0

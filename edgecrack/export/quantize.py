@@ -274,7 +274,13 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
         # arithmetic into constants, which the quantizer needs to see plain Conv chains.
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=False)
         base = onnx.load(str(pre))
-        base.ClearField("metadata_props")
+        # Drop the FP32 manifest (the INT8 one is attached at the end) but keep the
+        # quantizer's own "pre-processed" marker.
+        keep = [(p.key, p.value) for p in base.metadata_props if not p.key.startswith("edgecrack.")]
+        del base.metadata_props[:]
+        for k, v in keep:
+            prop = base.metadata_props.add()
+            prop.key, prop.value = k, v
         onnx.save(base, str(pre))
         excluded = preprocessing_nodes(base)
         for k, name in enumerate(cfg.formats):
@@ -282,10 +288,11 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             fmt, act, wt = QUANT_FORMATS[name]
             out_tmp = Path(tmp) / f"{name}.onnx"
             t0 = time.perf_counter()
-            quantize_static(str(pre), str(out_tmp), _Reader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
-                            activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
-                            per_channel=cfg.per_channel, nodes_to_exclude=excluded, calibrate_method=method,
-                            extra_options=extra_options)
+            with _quiet_root_logger():
+                quantize_static(str(pre), str(out_tmp), _Reader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
+                                activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
+                                per_channel=cfg.per_channel, nodes_to_exclude=excluded, calibrate_method=method,
+                                extra_options=extra_options)
             qs = time.perf_counter() - t0
             blob = out_tmp.read_bytes()
             try:
@@ -351,6 +358,22 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     atomic_write_bytes(out, final)
     write_manifest(out, im)
     return QuantizeResult(out, im, chosen, fp32, results, int(len(y_eval)), calib.describe())
+
+
+class _quiet_root_logger:
+    """onnxruntime's quantizer logs per-tensor warnings on the root logger (e.g. int32 bias range
+    of tiny depthwise scales); the accuracy measurement is what decides, so they are muted."""
+
+    def __enter__(self):
+        import logging
+
+        self._lvl = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger().setLevel(self._lvl)
 
 
 def _cpu_name() -> str:
