@@ -9,7 +9,6 @@ import re
 import shutil
 
 import cv2
-import numpy as np
 import pytest
 from rich.console import Console
 
