@@ -387,6 +387,7 @@ class BenchConfig:
         baseline: Measure the goals' side-by-side baselines (bare onnxruntime session; eager
             PyTorch against the fastest CPU artifact).
         train_json: A training benchmark (``edgecrack.bench.train/1``) to fold into the report.
+        notes: Free-text notes stored with the report (how the machine was set up, ...).
     """
 
     run: str
@@ -404,6 +405,7 @@ class BenchConfig:
     accuracy_budget: float = 0.01
     baseline: bool = True
     train_json: str | None = None
+    notes: tuple[str, ...] = ()
 
     def validate(self) -> "BenchConfig":
         """Check values and normalise backend names.
@@ -439,6 +441,7 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["batches"] = list(self.batches)
+        d["notes"] = list(self.notes)
         for k in ("backends", "artifacts"):
             d[k] = None if d[k] is None else list(d[k])
         return d
@@ -655,6 +658,26 @@ def artifacts_of_run(run: str | Path) -> list[ArtifactRef]:
 def backends_for(family: str) -> tuple[str, ...]:
     """Backend names that can run an artifact family (``checkpoint``, ``onnx``, ``engine``)."""
     return _FAMILY_BACKENDS[family]
+
+
+def probe_backend(backend: str) -> str | None:
+    """None when the named backend can run on this machine, else why not.
+
+    Probing imports the backend's library, so a later memory baseline excludes the import.
+    """
+    if backend.startswith("onnxruntime-"):
+        from .runtime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.probe(backend.split("-", 1)[1])
+    if backend.startswith("torch-"):
+        from .runtime.torch_backend import TorchBackend
+
+        return TorchBackend.probe(backend.split("-", 1)[1])
+    if backend == "tensorrt":
+        from .runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend.probe()
+    raise ConfigError(f"unknown backend {backend!r}")
 
 
 def open_cell_backend(art: ArtifactRef, backend: str, threads: int | None):
@@ -1052,10 +1075,13 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
     for art, bname in plan:
         cell = CellResult(art.name, str(art.path), art.kind, art.precision, art.size_bytes, bname, "ok")
         rep.step(f"{art.name} on {bname}: loading")
+        why = probe_backend(bname)
         torch_threads = _torch_threads()
         mem = _MemoryProbe()
         t0 = time.perf_counter()
         try:
+            if why:
+                raise BackendUnavailable(why)
             backend = open_cell_backend(art, bname, threads)
         except BackendUnavailable as e:
             cell.status, cell.reason = "unavailable", e.message
@@ -1336,9 +1362,13 @@ def _method_notes(report: BenchReport, data: Path) -> list[str]:
     ]
     la, lb = report.environment.get("loadavg"), report.environment.get("loadavg_end")
     cores = (report.environment.get("cpu") or {}).get("usable_cores") or 1
-    if la and lb and max(la[0], lb[0]) > 0.5 * cores:
+    if la and lb and max(la[0], lb[0]) > cores + 0.5:
         notes.append(f"The machine was busy (load average {la[0]:.1f} at start, {lb[0]:.1f} at end on {cores} cores): "
-                     "absolute numbers are pessimistic; ratios measured side by side are more robust.")
+                     "absolute numbers are pessimistic; ratios measured side by side are more robust. Multi-threaded "
+                     "runtimes suffer most from such oversubscription (a descheduled worker thread stalls every "
+                     "parallel operator; PyTorch's OpenMP more than onnxruntime's spinning pool): compare with "
+                     "--threads 1 or measure on an idle machine.")
+    notes += [str(n) for n in cfg.get("notes") or []]
     return notes
 
 
@@ -1675,6 +1705,12 @@ def write_plots(report: BenchReport, path: str | Path) -> str | None:
     ax1.boxplot(data, whis=(1, 99), showmeans=False, flierprops={"markersize": 2, "alpha": 0.4}, **horiz)
     ax1.set_yticks(range(1, len(names) + 1), names, fontsize=7)
     ax1.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax1.xaxis.set_major_formatter(plain)
+    ax1.xaxis.set_minor_formatter(plain)
+    ax1.tick_params(axis="x", which="both", labelsize=7)
     ax1.set_xlabel(f"latency per call at batch {b0} (ms, log scale); box p25-p75, whiskers p1-p99")
     ax1.set_title("Latency distribution")
     ax1.invert_yaxis()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -123,6 +123,7 @@ def bench_cmd(
     compare: Optional[Path] = typer.Option(None, "--compare", help="An earlier bench.json: print ratios and exit "
                                            f"{EXIT_REGRESSION} when a metric regressed past --tolerance."),
     tolerance: float = typer.Option(0.15, "--tolerance", help="Allowed relative latency increase / throughput drop for --compare."),
+    note: Optional[List[str]] = typer.Option(None, "--note", help="Free-text note stored in the report (repeatable)."),
     train_json: Optional[Path] = typer.Option(None, "--train-json", help="Training benchmark (edgecrack.bench.train/1, "
                                               "from benchmarks/bench_train.py) to fold into the report."),
 ) -> None:
@@ -144,7 +145,7 @@ def bench_cmd(
                           iterations=iterations, warmup=warmup, threads=threads, backends=_csv(backends),
                           artifacts=_csv(artifacts), data=None if data is None else str(data), e2e_images=e2e_images,
                           accuracy=accuracy, accuracy_budget=accuracy_budget, baseline=baseline,
-                          train_json=None if train_json is None else str(train_json))
+                          train_json=None if train_json is None else str(train_json), notes=tuple(note or ()))
         reporter = _rich_reporter()
         try:
             rep = bench(cfg, reporter)
