@@ -2,24 +2,18 @@
 
 Commands live in ``cli_*.py`` modules, one per area, each with a ``register(app)``; heavy
 imports (torch, TensorRT) happen inside the command bodies so ``edgecrack --help`` works with
-only the core extra installed.
+only the core extra installed. Shared consoles and the error decorator live in
+``cli_common.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
-from typing import Callable
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from . import __version__
-from .errors import EdgecrackError
-
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+from .cli_common import console, err_console, user_errors  # noqa: F401 - re-exported for cli_* modules
 
 app = typer.Typer(
     name="edgecrack",
@@ -28,25 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Map :class:`EdgecrackError` to a red message and exit code 1, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except EdgecrackError as e:
-            err_console.print(f"[bold red]error:[/] {escape(e.message)}")
-            if e.hint:
-                err_console.print(f"[yellow]hint:[/] {escape(e.hint)}")
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .cli import console, err_console, user_errors
+from .cli_common import console, err_console, user_errors
 
 #: Exit status of ``--compare`` when a metric regressed past the tolerance (1 is a user error).
 EXIT_REGRESSION = 3

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import console, err_console, user_errors
+from .cli_common import console, err_console, user_errors
 
 
 class _PhaseProgress:

@@ -58,7 +58,7 @@ def run_cmd(
 
     import cv2
 
-    from .cli import console, err_console
+    from .cli_common import console, err_console
     from .errors import ConfigError
     from .pipeline import RunConfig, run
     from .sinks import ConsoleSink
@@ -108,6 +108,6 @@ def summary_text(s) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from .cli import user_errors
+    from .cli_common import user_errors
 
     app.command("run")(user_errors(run_cmd))

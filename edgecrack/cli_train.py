@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .cli import console, err_console, user_errors
+from .cli_common import console, err_console, user_errors
 
 
 def _rich_reporter():
@@ -82,14 +82,15 @@ def train_cmd(
     label_from: str = typer.Option("folder", help="Labels from the 'folder' name or the file name 'prefix' letters."),
     val_dir: Optional[Path] = typer.Option(None, help="Explicit validation folder."),
     test_dir: Optional[Path] = typer.Option(None, help="Explicit test folder."),
-    train_fraction: float = typer.Option(0.7, help="Share of the data used for training; the rest is split validation/test."),
+    train_fraction: Optional[float] = typer.Option(None, help="Share of the data used for training (default 0.7, the tutorial's; 0.8 with --test-dir)."),
     val_fraction: float = typer.Option(0.9, help="Share of the non-training rest used for validation (the remainder is test)."),
     backbone: str = typer.Option("efficientnet_lite0", help="efficientnet_lite0/1/2, mobilenet_v3_large, resnet50, resnet18."),
     weights: Optional[Path] = typer.Option(None, help="Local pretrained weights file (needed for torchvision backbones)."),
     allow_download: bool = typer.Option(False, help="Let torchvision download ImageNet weights (needs network)."),
-    image_size: Optional[int] = typer.Option(None, help="Square input size (multiple of 32). Default: the backbone's."),
+    image_size: int = typer.Option(256, help="Square input size (multiple of 32); 256 = SDNET2018's native tile size. 0: the backbone's native size."),
     fine_tune_blocks: Optional[int] = typer.Option(None, help="Backbone units fine-tuned on the cached trunk (0: head only)."),
     views: int = typer.Option(8, help="Flip/rotation views cached per image for augmentation (1-8)."),
+    tta: int = typer.Option(4, help="Flip views averaged inside the exported model (1, 2 or 4); 1 is fastest, 4 most accurate."),
     pool: str = typer.Option("avg", help="Head pooling: avg, max, avgmax."),
     dropout: float = typer.Option(0.2, help="Dropout before the classifier."),
     epochs: int = typer.Option(40, help="Maximum epochs."),
@@ -106,6 +107,8 @@ def train_cmd(
     class_weight: str = typer.Option("auto", help="auto (inverse class frequency) or none."),
     label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
     positive_label: Optional[str] = typer.Option(None, help="The cracked class (default: the C-prefixed label, e.g. CD)."),
+    solver: str = typer.Option("auto", help="auto: exact L-BFGS logistic regression for head-only training, AdamW otherwise; or lbfgs / adamw."),
+    refit: bool = typer.Option(True, help="Retrain on training + validation images once validation has chosen epochs/L2 and the threshold."),
     threshold: str = typer.Option("f1", help="Decision threshold: 'f1' maximises cracked-class F1; 'recall' reaches --target-recall."),
     target_recall: float = typer.Option(0.95, help="Cracked-class recall for --threshold recall."),
     seed: int = typer.Option(0, help="Seed of splits, initialisation and shuffling."),
@@ -128,9 +131,9 @@ def train_cmd(
     cfg = TrainConfig(data=str(data) if data else None, out=str(out), label_from=label_from,
                       val_dir=str(val_dir) if val_dir else None, test_dir=str(test_dir) if test_dir else None,
                       train_fraction=train_fraction, val_fraction_of_rest=val_fraction, backbone=backbone,
-                      weights=str(weights) if weights else None, allow_download=allow_download, image_size=image_size,
+                      weights=str(weights) if weights else None, allow_download=allow_download, image_size=image_size or None, tta=tta,
                       views=views, pool=pool, dropout=dropout, positive_label=positive_label,
-                      threshold_mode=threshold, target_recall=target_recall, device=device,
+                      threshold_mode=threshold, target_recall=target_recall, solver=solver, refit=refit, device=device,
                       cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache, threads=threads,
                       export=export, opset=opset, plots=plots, loop=loop)
     if fine_tune_blocks is not None:

@@ -19,6 +19,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _public_mode(tmp)
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -55,9 +56,18 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
+            _public_mode(self.tmp)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def _public_mode(path: str | Path) -> None:
+    """mkstemp creates 0600 files; give artifacts the umask's normal mode (a service user on a
+    Jetson must be able to read a model written by root)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _json_default(o: Any) -> Any:

@@ -72,7 +72,8 @@ def pr_curve(y_true_bin: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.
     return np.array(prec), np.array(rec), thr
 
 
-def choose_threshold(y_true_bin: np.ndarray, score: np.ndarray, mode: str = "f1", target_recall: float | None = None) -> float:
+def choose_threshold(y_true_bin: np.ndarray, score: np.ndarray, mode: str = "f1", target_recall: float | None = None,
+                     tolerance: float = 0.0) -> float:
     """Decision threshold on the positive-class probability, chosen on validation data.
 
     Args:
@@ -82,6 +83,9 @@ def choose_threshold(y_true_bin: np.ndarray, score: np.ndarray, mode: str = "f1"
             threshold whose recall reaches ``target_recall`` (a missed crack costs more than a
             false alarm).
         target_recall: Required recall for ``mode="recall"``.
+        tolerance: With ``mode="f1"``, any threshold whose F1 is within ``tolerance`` of the best
+            counts as a tie, and the tie closest to 0.5 wins: on a small validation set the exact
+            F1 maximum is mostly noise, and a threshold far from 0.5 costs accuracy elsewhere.
 
     Returns:
         The threshold (midpoint between neighbouring scores, so it generalises a little
@@ -102,15 +106,17 @@ def choose_threshold(y_true_bin: np.ndarray, score: np.ndarray, mode: str = "f1"
             if (s[y] >= t).mean() >= target_recall - 1e-12:
                 return float(t)
         return float(cands[-1])
+    f1s = []
     for t in cands:
         pred = s >= t
         tp = (pred & y).sum()
         p = tp / max(pred.sum(), 1)
         r = tp / y.sum()
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        # prefer the threshold closest to 0.5 among ties (less overfit to the val set)
-        if f1 > best + 1e-12 or (abs(f1 - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
-            best, best_t = f1, t
+        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
+    f1s = np.asarray(f1s)
+    ok = np.flatnonzero(f1s >= f1s.max() - tolerance - 1e-12)
+    # prefer the threshold closest to 0.5 among ties (less overfit to the val set)
+    best_t = cands[ok[np.argmin(np.abs(cands[ok] - 0.5))]]
     return float(best_t)
 
 

@@ -81,7 +81,7 @@ def trained_run(tmp_path_factory, small_deck) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cache = tmp_path_factory.mktemp("cache")
-    cfg = TrainConfig(data=str(small_deck), out=str(out), views=2, cache_dir=str(cache), plots=True,
+    cfg = TrainConfig(data=str(small_deck), out=str(out), views=2, tta=2, cache_dir=str(cache), plots=True,
                       fine_tune_blocks=0, loop=LoopConfig(epochs=5, seed=0))
     train(cfg)
     return out

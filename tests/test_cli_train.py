@@ -257,7 +257,7 @@ def test_train_corrupt_only_folder(tmp_path, holdout_deck):
     (deck / "CD" / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (deck / "UD" / "text.jpg").write_text("not a JPEG")
     (deck / "UD" / "noise.png").write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
-    res = _train(tmp_path, deck, "--views", "1", "--epochs", "1")
+    res = _train(tmp_path, deck, "--views", "1", "--tta", "1", "--epochs", "1")
     _user_error(res, "none of the images in", "could be decoded")
     err = _flat(res.stderr)
     if "skipped.txt" in err and not (tmp_path / "run" / "skipped.txt").is_file():
@@ -273,7 +273,7 @@ def test_error_messages_keep_brackets_in_paths(tmp_path, name):
 
 def _train_warm(trained_run: Path, small_deck: Path, out: Path, *extra: str):
     cache = json.loads((trained_run / "config.json").read_text())["cache_dir"]  # warm: no trunk runs
-    return runner.invoke(app, ["train", str(small_deck), "--out", str(out), "--cache-dir", cache, "--views", "2",
+    return runner.invoke(app, ["train", str(small_deck), "--out", str(out), "--cache-dir", cache, "--views", "2", "--tta", "2",
                                *extra])
 
 

@@ -75,7 +75,7 @@ def test_manifest_is_sane(trained_run, small_deck, metrics):
     assert 0.0 < m.threshold < 1.0
     assert m.threshold == pytest.approx(metrics["validation"]["threshold"])
     c = m.input
-    assert (c.height, c.width, c.color, c.dtype, c.layout) == (224, 224, "BGR", "uint8", "NHWC")
+    assert (c.height, c.width, c.color, c.dtype, c.layout) == (256, 256, "BGR", "uint8", "NHWC")
     assert m.backbone == "efficientnet_lite0" and ":sha256:" in m.weights_id
     assert m.fine_tune_blocks == 0
     assert {"torch", "onnxruntime", "opencv", "numpy"} <= set(m.versions)
@@ -168,15 +168,28 @@ def test_checkpoint_is_safetensors_and_matches_onnx_on_real_images(trained_run, 
     assert np.abs(p_ckpt - p_onnx).max() < 1e-4
 
 
-def test_validation_metrics_are_what_the_exported_model_gives(trained_run, small_deck, metrics, tmp_path):
-    from edgecrack.evaluate import evaluate
+def test_refit_trains_on_train_and_validation(trained_run, metrics):
+    n = metrics["train"]["n"] + metrics["validation"]["n"]
+    assert metrics["refit_on_train_and_validation"] == n == 38
 
+
+def test_validation_metrics_are_what_the_exported_model_gives(small_deck, config, tmp_path):
+    # Without the refit the exported model is the one validation measured.
+    from edgecrack.evaluate import evaluate
+    from edgecrack.train.api import TrainConfig, train
+
+    run = tmp_path / "norefit"
+    res_t = train(TrainConfig(data=str(small_deck), out=str(run), views=2, tta=2, cache_dir=config["cache_dir"],
+                              plots=False, refit=False))
+    metrics = res_t.metrics
+    assert metrics["refit_on_train_and_validation"] == 0
     ds, _, va, _ = _split_of(small_deck)
+    val = tmp_path / "val"
     for i in va:
         s = ds.samples[i]
-        (tmp_path / s.label).mkdir(exist_ok=True)
-        shutil.copy(s.path, tmp_path / s.label / s.path.name)
-    res = evaluate(trained_run, tmp_path, backend="onnxruntime-cpu")
+        (val / s.label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(s.path, val / s.label / s.path.name)
+    res = evaluate(run, val, backend="onnxruntime-cpu")
     assert res.metrics["n"] == metrics["validation"]["n"] == 10
     assert res.metrics["confusion"] == metrics["validation"]["confusion"]
     assert res.metrics["roc_auc"] == pytest.approx(metrics["validation"]["roc_auc"], abs=0.02)
@@ -214,7 +227,7 @@ def test_explicit_val_and_test_dirs_reuse_the_cache_and_list_bad_files(trained_r
     (bad / "truncated.jpg").write_bytes(imgs["CD"][0].read_bytes()[:3000])
     (bad / "notes.txt").write_text("site notes")
     cfg = TrainConfig(data=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), test_dir=str(tmp_path / "test"),
-                      out=str(tmp_path / "run"), views=2, cache_dir=config["cache_dir"], plots=False, export=False,
+                      out=str(tmp_path / "run"), views=2, tta=2, cache_dir=config["cache_dir"], plots=False, export=False,
                       loop=LoopConfig(epochs=2, seed=1))
     res = train(cfg)
     assert res.counts == {"train": {"CD": 10, "UD": 10}, "validation": {"CD": 5, "UD": 5},
@@ -222,7 +235,7 @@ def test_explicit_val_and_test_dirs_reuse_the_cache_and_list_bad_files(trained_r
     assert res.metrics["validation"]["n"] == 10 and res.metrics["test"]["n"] == 10
     bn = res.metrics["bottleneck"]
     assert bn["cache_hits"] == 40 and bn["computed"] == 0
-    assert res.metrics["epochs_run"] <= 2 and len(res.history) == res.metrics["epochs_run"]
+    assert len(res.history) == res.metrics["epochs_run"] == len(cfg.l2_grid)  # exact solver: one row per L2
     # bad files: skipped, counted and listed with a reason, never a crash
     listed = dict(line.split("\t") for line in (tmp_path / "run" / "skipped.txt").read_text().splitlines())
     assert set(listed) == {str(bad / "empty.jpg"), str(bad / "truncated.jpg"), str(bad / "notes.txt")}
@@ -257,7 +270,7 @@ def test_prefix_labels_and_target_recall_threshold(trained_run, small_deck, conf
     for c in ("CD", "UD"):
         for p in sorted((small_deck / c).glob("*.jpg")):
             shutil.copy(p, flat / f"{c}{p.name}")
-    cfg = TrainConfig(data=str(flat), label_from="prefix", out=str(tmp_path / "run"), views=2,
+    cfg = TrainConfig(data=str(flat), label_from="prefix", out=str(tmp_path / "run"), views=2, tta=2,
                       cache_dir=config["cache_dir"], plots=False, export=False, threshold_mode="recall",
                       target_recall=1.0, loop=LoopConfig(epochs=2, seed=0))
     res = train(cfg)

@@ -63,20 +63,39 @@ class Head(nn.Module):
         return self.fc(self.dropout(x))
 
 
+TTA_VIEWS = (1, 2, 4)
+
+
+def flip_views(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Stack the first ``n`` flip views of an NHWC batch along the batch axis.
+
+    Order matches :data:`edgecrack.train.bottleneck.VIEWS`: identity, horizontal flip,
+    vertical flip, 180 degree rotation.
+    """
+    views = [x, torch.flip(x, [2]), torch.flip(x, [1]), torch.flip(x, [1, 2])][:n]
+    return torch.cat(views, 0)
+
+
 class CrackNet(nn.Module):
     """The whole classifier as exported.
 
     ``forward`` takes the host contract (``uint8 NHWC BGR``) and returns softmax
     probabilities. ``trunk`` is frozen (its output is what the bottleneck phase caches),
-    ``top`` holds the fine-tuned backbone units, ``head`` the classifier.
+    ``top`` holds the fine-tuned backbone units, ``head`` the classifier. With ``tta > 1`` the
+    graph averages the probabilities of the first ``tta`` flip views of every image (cracks
+    have no orientation; measured +2 points of 5-fold accuracy on the deck sample for 4 views,
+    at 4x the backbone compute).
     """
 
-    def __init__(self, trunk: nn.Module, top: nn.Module, head: Head, contract: InputContract):
+    def __init__(self, trunk: nn.Module, top: nn.Module, head: Head, contract: InputContract, tta: int = 1):
         super().__init__()
+        if tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {TTA_VIEWS}, got {tta}")
         self.normalize = Normalize(contract)
         self.trunk = trunk
         self.top = top
         self.head = head
+        self.tta = tta
 
     def logits_from_trunk(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.top(feats))
@@ -85,7 +104,11 @@ class CrackNet(nn.Module):
         return self.trunk(self.normalize(x_uint8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits_from_trunk(self.trunk_features(x)), dim=1)
+        if self.tta == 1:
+            return torch.softmax(self.logits_from_trunk(self.trunk_features(x)), dim=1)
+        n = x.shape[0]
+        p = torch.softmax(self.logits_from_trunk(self.trunk_features(flip_views(x, self.tta))), dim=1)
+        return p.reshape(self.tta, n, p.shape[1]).mean(0)
 
 
 def split_units(units: nn.Sequential, fine_tune_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -98,18 +121,18 @@ def split_units(units: nn.Sequential, fine_tune_blocks: int) -> tuple[nn.Sequent
 
 
 def build_cracknet(backbone: LoadedBackbone, n_classes: int, fine_tune_blocks: int, contract: InputContract,
-                   dropout: float = 0.2, pool: str = "avg") -> CrackNet:
+                   dropout: float = 0.2, pool: str = "avg", tta: int = 1) -> CrackNet:
     """Assemble a :class:`CrackNet` from a loaded backbone."""
     trunk, top = split_units(backbone.units, fine_tune_blocks)
     for p in trunk.parameters():
         p.requires_grad_(False)
-    return CrackNet(trunk, top, Head(backbone.channels, n_classes, dropout, pool), contract).eval()
+    return CrackNet(trunk, top, Head(backbone.channels, n_classes, dropout, pool), contract, tta).eval()
 
 
 def skeleton_cracknet(backbone: str, n_classes: int, fine_tune_blocks: int, contract: InputContract,
-                      pool: str = "avg", dropout: float = 0.2) -> CrackNet:
+                      pool: str = "avg", dropout: float = 0.2, tta: int = 1) -> CrackNet:
     """An untrained :class:`CrackNet` with the right shapes, to load a checkpoint into."""
     spec = BACKBONES[backbone]
     units, channels, head = spec.build()
     lb = LoadedBackbone(spec, units, channels, head, "skeleton")
-    return build_cracknet(lb, n_classes, fine_tune_blocks, contract, dropout, pool)
+    return build_cracknet(lb, n_classes, fine_tune_blocks, contract, dropout, pool, tta)
