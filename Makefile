@@ -17,11 +17,19 @@ $(BIN)/edgecrack: pyproject.toml
 
 install: $(BIN)/edgecrack
 
-# Main job end to end on the bundled SDNET2018 deck sample.
+DECK := edgecrack/data/sdnet2018-deck
+
+# Main job end to end on the bundled SDNET2018 deck sample: train (+ ONNX export), predict,
+# onnxruntime INT8 with its accuracy check, every artifact evaluated, the inspection loop on a
+# folder, a short benchmark, and what this machine can run.
 demo: install
 	$(BIN)/edgecrack train --out runs/deck
-	$(BIN)/edgecrack eval runs/deck edgecrack/data/sdnet2018-deck
-	$(BIN)/edgecrack predict runs/deck edgecrack/data/sdnet2018-deck/CD/7001-115.jpg edgecrack/data/sdnet2018-deck/UD/7001-1.jpg
+	$(BIN)/edgecrack predict runs/deck $(DECK)/CD/7001-115.jpg $(DECK)/UD/7001-1.jpg
+	$(BIN)/edgecrack build-engine runs/deck --precision int8 --target cpu
+	$(BIN)/edgecrack eval runs/deck $(DECK) --all
+	$(BIN)/edgecrack run --model runs/deck --source $(DECK)/CD --max-frames 8 --log runs/deck/run.jsonl
+	$(BIN)/edgecrack bench runs/deck --batch 1,8 --duration 2 --e2e-images 16 --report runs/deck/bench
+	$(BIN)/edgecrack doctor
 
 test: install triton-env
 	$(BIN)/python -m pytest -q

@@ -48,7 +48,8 @@ def _rich_reporter():
 
         def epoch(self, s):
             console.print(f"  Epoch {s.epoch:3d}  train loss {s.train_loss:.4f} acc {s.train_accuracy:.3f}  |  "
-                          f"val loss {s.val_loss:.4f} acc {s.val_accuracy:.3f}  |  lr {s.lr:.2e}  {s.seconds:.2f}s")
+                          f"val loss {s.val_loss:.4f} acc {s.val_accuracy:.3f}  |  "
+                          + (f"L2 {s.l2:.0e} (exact fit)" if s.l2 is not None else f"lr {s.lr:.2e}") + f"  {s.seconds:.2f}s")
 
     return RichReporter()
 

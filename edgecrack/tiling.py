@@ -1,8 +1,9 @@
 """Tiles of frames larger than the model input, the per-tile crack map, and its overlay.
 
-SDNET2018 images are 256x256 crops of 4068x3456 photos, and the model was trained on them
-resized to 224x224. A drone frame therefore is cut into tiles of the same physical scale
-(default 256 px) that are resized to the model input, exactly like the training crops. The
+SDNET2018 images are 256x256 crops of 4068x3456 photos, and the default model is trained on
+them at that size (256x256 input). A drone frame therefore is cut into tiles of the same
+physical scale (default 256 px) that are resized to the model input, exactly like the training
+crops. The
 tiles' crack probabilities form a crack map; the frame verdict is "cracked" when at least
 ``min_tiles`` tiles reach the threshold.
 

@@ -280,7 +280,7 @@ def _train_warm(trained_run: Path, small_deck: Path, out: Path, *extra: str):
 def test_train_prints_epoch_lines_and_a_summary(trained_run, small_deck, tmp_path):
     pytest.importorskip("torch")
     res = _train_warm(trained_run, small_deck, tmp_path / "run", "--epochs", "3", "--batch-size", "8", "--lr", "1e-3",
-                      "--no-export", "--no-plots")
+                      "--solver", "adamw", "--no-export", "--no-plots")
     assert res.exit_code == 0, res.stderr
     flat = _flat(res.stdout)
     epochs = re.findall(r"Epoch (\d+) train loss \d+\.\d{4} acc \d\.\d{3} \| val loss \d+\.\d{4} acc \d\.\d{3} \| "

@@ -239,8 +239,12 @@ def test_torch_eval_path_numpy_reference_and_onnx_agree(trained_run, holdout_dec
     batch = preprocess_files(paths, m.input)
     with torch.inference_mode():
         p_torch = net(torch.from_numpy(batch)).numpy()
-        x_ref = torch.from_numpy(normalize_reference(batch, m.input))
-        p_ref = torch.softmax(net.logits_from_trunk(net.trunk(x_ref)), 1).numpy()
+        # reference: numpy normalisation of each flip view (the graph's test-time augmentation),
+        # the same trunk and head, softmax averaged over the views
+        views = [batch, batch[:, :, ::-1], batch[:, ::-1], batch[:, ::-1, ::-1]][:net.tta]
+        p_ref = np.mean([torch.softmax(net.logits_from_trunk(net.trunk(torch.from_numpy(
+            normalize_reference(np.ascontiguousarray(v), m.input)))), 1).numpy() for v in views], 0)
+        assert net.tta == m.head["tta"] == 2
     np.testing.assert_allclose(p_torch, p_ref, atol=1e-5)
     np.testing.assert_allclose(p_torch.sum(1), 1.0, atol=1e-5)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgecrack.cli import app
 from edgecrack.errors import ConfigError
-from edgecrack.export.quantize import QuantizeConfig, int8_from_onnx, preprocessing_nodes
+from edgecrack.export.quantize import QuantizeConfig, int8_from_onnx, head_nodes, preprocessing_nodes
 from edgecrack.manifest import manifest_from_onnx, read_manifest, sidecar_path
 from edgecrack.runtime import open_backend
 
@@ -44,8 +44,12 @@ def better_run(tmp_path_factory, split_deck) -> Path:
     from edgecrack.train.loop import LoopConfig
 
     out = tmp_path_factory.mktemp("runs") / "int8src"
-    cfg = TrainConfig(data=str(split_deck[0]), out=str(out), views=8, fine_tune_blocks=0, plots=False,
-                      cache_dir=str(tmp_path_factory.mktemp("cache")), loop=LoopConfig(epochs=30, seed=0))
+    # 224 px input, AdamW head, no test-time augmentation: the quantizer is under test here, on
+    # a model INT8 serves within budget. The default 256 px model loses 3-6 points in INT8 and
+    # is refused by the accuracy budget instead (docs/deploy-artifacts.md).
+    cfg = TrainConfig(data=str(split_deck[0]), out=str(out), views=8, tta=1, solver="adamw", image_size=224,
+                      fine_tune_blocks=0,
+                      plots=False, cache_dir=str(tmp_path_factory.mktemp("cache")), loop=LoopConfig(epochs=30, seed=0))
     train(cfg)
     return out
 
@@ -106,7 +110,16 @@ def test_int8_runs_on_onnxruntime_with_reason_for_tensorrt(int8):
 
 def test_preprocessing_nodes_stop_at_first_conv(trained_onnx):
     names = preprocessing_nodes(onnx.load(str(trained_onnx)))
-    assert names and all(n.startswith("/normalize/") or "Pad" in n or "pad" in n.lower() for n in names[:5])
+    # the model's flip views for test-time augmentation come first, then normalisation
+    assert names and all(n.startswith("/normalize/") or any(k in n for k in ("Pad", "pad", "Slice", "Concat", "Shape"))
+                         for n in names[:5])
+
+
+def test_head_nodes_stop_at_last_conv(trained_onnx):
+    model = onnx.load(str(trained_onnx))
+    names = set(head_nodes(model))
+    ops = {n.op_type for n in model.graph.node if n.name in names}
+    assert {"Gemm", "Softmax"} <= ops and "Conv" not in ops
 
 
 def test_bad_options_and_wrong_input_are_clear(int8, trained_onnx):

@@ -15,6 +15,7 @@ comes from :mod:`edgecrack.calibration`, through the inference preprocessing.
 
 from __future__ import annotations
 
+import os
 import hashlib
 import tempfile
 import time
@@ -113,6 +114,25 @@ def default_int8_path(onnx_path: str | Path) -> Path:
     """``model.onnx`` -> ``model.int8.onnx``."""
     p = Path(onnx_path)
     return p.with_name(f"{p.stem}.int8.onnx")
+
+
+def head_nodes(model) -> list[str]:
+    """Names of the nodes between the last convolution and the graph outputs (kept float).
+
+    Pooling, the linear classifier, softmax and the test-time-augmentation average are a few
+    thousand multiply-adds; quantizing them buys no speed and moves the decision boundary
+    (the classifier stays exactly as trained).
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    front = [o.name for o in model.graph.output]
+    seen: list[str] = []
+    while front:
+        n = producer.get(front.pop())
+        if n is None or n.name in seen or n.op_type == "Conv":
+            continue
+        seen.append(n.name)
+        front.extend(n.input)
+    return seen
 
 
 def preprocessing_nodes(model) -> list[str]:
@@ -282,7 +302,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             prop = base.metadata_props.add()
             prop.key, prop.value = k, v
         onnx.save(base, str(pre))
-        excluded = preprocessing_nodes(base)
+        excluded = preprocessing_nodes(base) + head_nodes(base)
         for k, name in enumerate(cfg.formats):
             say(f"quantizing {name}", k, len(cfg.formats))
             fmt, act, wt = QUANT_FORMATS[name]

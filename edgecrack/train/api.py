@@ -392,7 +392,7 @@ def _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg: TrainConfig, rep: Repo
             v_acc = float((va_lg.argmax(1).numpy() == va_y).mean())
         else:
             v_loss = v_acc = float("nan")
-        st = EpochStats(i, tr_loss, tr_acc, v_loss, v_acc, l2, time.perf_counter() - t0)
+        st = EpochStats(i, tr_loss, tr_acc, v_loss, v_acc, 0.0, time.perf_counter() - t0, l2)
         history.append(st)
         rep.epoch(st)
         if not len(va_rows) or v_loss < best[0]:

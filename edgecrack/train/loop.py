@@ -63,6 +63,7 @@ class EpochStats:
     val_accuracy: float
     lr: float
     seconds: float
+    l2: float | None = None  # set by the exact solver, whose "epochs" are L2 grid points
 
 
 def _lr_factor(cfg: LoopConfig, epoch_float: float) -> float:

@@ -21,14 +21,19 @@ def _plt():
 
 def plot_history(history: list[dict], path: Path) -> Path:
     plt = _plt()
-    ep = [h["epoch"] for h in history]
+    exact = history and history[0].get("l2") is not None
+    ep = [h["l2"] for h in history] if exact else [h["epoch"] for h in history]
+    xlabel = "L2 penalty (exact head fit)" if exact else "epoch"
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
     ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
-    ax[0].set_xlabel("epoch"), ax[0].set_ylabel("loss"), ax[0].legend(), ax[0].grid(alpha=0.3)
+    ax[0].set_xlabel(xlabel), ax[0].set_ylabel("loss"), ax[0].legend(), ax[0].grid(alpha=0.3)
     ax[1].plot(ep, [h["train_accuracy"] for h in history], label="train")
     ax[1].plot(ep, [h["val_accuracy"] for h in history], label="validation")
-    ax[1].set_xlabel("epoch"), ax[1].set_ylabel("accuracy"), ax[1].legend(), ax[1].grid(alpha=0.3)
+    ax[1].set_xlabel(xlabel), ax[1].set_ylabel("accuracy"), ax[1].legend(), ax[1].grid(alpha=0.3)
+    if exact:
+        for a in ax:
+            a.set_xscale("log")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
