@@ -15,7 +15,6 @@ comes from :mod:`edgecrack.calibration`, through the inference preprocessing.
 
 from __future__ import annotations
 
-import os
 import hashlib
 import tempfile
 import time
