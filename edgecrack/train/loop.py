@@ -196,7 +196,7 @@ def train_on_features(net: CrackNet, train_x: np.ndarray, train_y: np.ndarray, v
 
 
 def fit_linear_head(net: CrackNet, train_x: np.ndarray, train_y: np.ndarray, l2: float, class_weight: str = "auto",
-                    device: str = "cpu", max_iter: int = 300) -> float:
+                    device: str = "cpu", max_iter: int = 300, warm_start: bool = False) -> float:
     """Exact L2-regularised logistic regression of ``net.head.fc`` on pooled features (L-BFGS).
 
     For head-only training the problem is convex: solving it to convergence on every cached
@@ -211,6 +211,8 @@ def fit_linear_head(net: CrackNet, train_x: np.ndarray, train_y: np.ndarray, l2:
         class_weight: ``auto`` (inverse class frequency) or ``none``.
         device: Torch device.
         max_iter: L-BFGS iterations.
+        warm_start: Start from the head's current weights (a neighbouring L2's solution
+            converges in fewer iterations) instead of zeros.
 
     Returns:
         The final training loss.
@@ -221,8 +223,12 @@ def fit_linear_head(net: CrackNet, train_x: np.ndarray, train_y: np.ndarray, l2:
     n_classes = net.head.fc.out_features
     w = class_weights(np.asarray(train_y), n_classes) if class_weight == "auto" else np.ones(n_classes, np.float32)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(w).to(device))
-    W = torch.zeros(n_classes, x.shape[1], device=device, requires_grad=True)
-    b = torch.zeros(n_classes, device=device, requires_grad=True)
+    if warm_start:
+        W = net.head.fc.weight.detach().clone().to(device).requires_grad_(True)
+        b = net.head.fc.bias.detach().clone().to(device).requires_grad_(True)
+    else:
+        W = torch.zeros(n_classes, x.shape[1], device=device, requires_grad=True)
+        b = torch.zeros(n_classes, device=device, requires_grad=True)
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
 
     def closure():
