@@ -25,10 +25,12 @@ DECK := edgecrack/data/sdnet2018-deck
 demo: install
 	$(BIN)/edgecrack train --out runs/deck
 	$(BIN)/edgecrack predict runs/deck $(DECK)/CD/7001-115.jpg $(DECK)/UD/7001-1.jpg
-	$(BIN)/edgecrack build-engine runs/deck --precision int8 --target cpu
+	@# INT8 is written only within its accuracy budget; for the default 256 px model onnxruntime
+	@# INT8 loses ~3-6 points and is refused (exit 1): the demo reports that and goes on with FP32.
+	-$(BIN)/edgecrack build-engine runs/deck --precision int8 --target cpu
 	$(BIN)/edgecrack eval runs/deck $(DECK) --all
 	$(BIN)/edgecrack run --model runs/deck --source $(DECK)/CD --max-frames 8 --log runs/deck/run.jsonl
-	$(BIN)/edgecrack bench runs/deck --batch 1,8 --duration 2 --e2e-images 16 --report runs/deck/bench
+	$(BIN)/edgecrack bench runs/deck --batch 1,8 --duration 1 --e2e-images 16 --no-accuracy --report runs/deck/bench
 	$(BIN)/edgecrack doctor
 
 test: install triton-env
