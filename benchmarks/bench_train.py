@@ -111,8 +111,9 @@ def markdown(rep: dict) -> str:
     lines = [
         "# edgecrack train benchmark", "",
         f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m['onnxruntime']}.", "",
-        "Accuracy is that of the deployed decision: the cracked-class threshold chosen on validation "
-        "(max F1) and stored in the manifest. The argmax row shows the same models without it.", "",
+        "Accuracy is that of the deployed decision: the cracked-class threshold (max F1 on 5-fold "
+        "out-of-fold probabilities of the training + validation images) stored in the manifest. The "
+        "argmax row shows the same models without it.", "",
         "| measure | value | floor / budget |", "|---|---|---|",
         f"| {cv['folds']}-fold CV accuracy (mean ± std) | {cv['accuracy_mean']:.3f} ± {cv['accuracy_std']:.3f} | >= 0.88 |",
         f"| CV folds | {', '.join(f'{a:.3f}' for a in cv['accuracy_folds'])} | |",
