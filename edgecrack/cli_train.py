@@ -140,7 +140,9 @@ def train_cmd(
     if fine_tune_blocks is not None:
         cfg.fine_tune_blocks = fine_tune_blocks
     res = train(cfg, _rich_reporter())
-    console.print(_metrics_table(res.metrics, f"edgecrack train: {res.manifest.backbone}, best epoch {res.best_epoch}"))
+    best = (f"exact head, L2 {res.metrics['best_l2']:.0e}" if res.metrics.get("solver") == "lbfgs"
+            else f"best epoch {res.best_epoch}")
+    console.print(_metrics_table(res.metrics, f"edgecrack train: {res.manifest.backbone}, {best}"))
     thr = res.manifest.threshold
     tm = res.timings
     console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "

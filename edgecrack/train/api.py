@@ -340,6 +340,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     if len(te_rows):
         metrics["test"] = classification_report(te_y, te_p, classes, pos_idx, threshold)
     metrics["best_epoch"] = best_epoch
+    metrics["solver"] = "lbfgs" if exact else "adamw"
+    if exact:
+        metrics["best_l2"] = best_l2
     metrics["refit_on_train_and_validation"] = refit_rows
     metrics["threshold_source"] = metrics_threshold_source
     metrics["epochs_run"] = len(history)
