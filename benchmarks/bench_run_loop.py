@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,18 +38,9 @@ from edgecrack.sources import Frame  # noqa: E402
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
+    from edgecrack.bench import machine_summary
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__, "platform": platform.platform()}
+    return machine_summary()
 
 
 def deck_video(path: Path, images: list[Path], fps: float = 25.0) -> Path:

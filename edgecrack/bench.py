@@ -610,6 +610,18 @@ class ArtifactRef:
         return self.path.stat().st_size if self.path.exists() else 0
 
 
+def machine_summary() -> dict[str, Any]:
+    """The few machine facts the benchmark scripts print in their report headers.
+
+    Derived from :func:`environment`, so every report names the machine the same way.
+    """
+    env = environment()
+    v = env["versions"]
+    return {"cpu": env["cpu"]["model"], "cores": env["cpu"]["logical_cores"], "python": platform.python_version(),
+            "platform": platform.platform(), "torch": v.get("torch"), "onnxruntime": v.get("onnxruntime"),
+            "opencv": v.get("opencv")}
+
+
 def _ref(path: Path, family: str, manifest_of: Path) -> ArtifactRef:
     try:
         return ArtifactRef(path.name, path, family, read_manifest(manifest_of))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import ArtifactError, ConfigError, EdgecrackError
+from .io import sha256_file
 from .manifest import Manifest, read_manifest, sidecar_path
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -93,14 +94,6 @@ class CacheState:
     reusable: bool
     reason: str
     stale: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_cache_key(onnx_sha256: str, machine: MachineFacts, precision: str, calib_hash: str | None = None) -> str:

@@ -40,6 +40,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs TensorRT (not installed on this machine)"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def deck_dir() -> Path:
     """The bundled SDNET2018 deck sample (200 CD, 200 UD real images)."""

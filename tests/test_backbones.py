@@ -19,15 +19,7 @@ from edgecrack.train.model import Normalize  # noqa: E402
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
-    import torch as _torch
-
-    n = _torch.get_num_threads()
-    _torch.set_num_threads(1)
-    yield
-    _torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_efficientnet_lite0_imagenet_weights_classify_a_real_cat():

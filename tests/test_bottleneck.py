@@ -22,15 +22,7 @@ TRUNK_UNITS = 4  # stem + 3 blocks of the real EfficientNet-Lite0: a tiny real t
 CUT = 18 - TRUNK_UNITS  # EfficientNet-Lite0 has 18 units; the rest would be fine-tuned
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
-    import torch as _torch
-
-    n = _torch.get_num_threads()
-    _torch.set_num_threads(1)
-    yield
-    _torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,6 @@ from edgecrack.preprocess import (
 C224 = InputContract(224, 224)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
-    torch = pytest.importorskip("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def real_jpeg(deck_dir) -> Path:
     return sorted((deck_dir / "CD").glob("*.jpg"))[0]

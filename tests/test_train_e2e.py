@@ -24,15 +24,7 @@ ARTIFACTS = ["checkpoint.safetensors", "manifest.json", "config.json", "metrics.
              "plots/roc_pr_validation.png", "plots/confusion_test.png", "plots/roc_pr_test.png"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Eager PyTorch with two OpenMP threads spins on a busy 2-core machine; one thread is several times faster."""
-    import torch as _torch
-
-    n = _torch.get_num_threads()
-    _torch.set_num_threads(1)
-    yield
-    _torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..calibration import CalibrationSource, load_calibration
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, sha256_file  # noqa: F401 - sha256_file re-exported
 from ..manifest import Manifest, read_manifest, write_manifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -44,14 +44,6 @@ def default_engine_path(onnx_path: str | Path, precision: str) -> Path:
     """``runs/deck/model.onnx`` + ``fp16`` -> ``runs/deck/model.fp16.engine``."""
     p = Path(onnx_path)
     return p.with_name(f"{p.stem}.{precision}.engine")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_tensorrt_cache_dir() -> Path:

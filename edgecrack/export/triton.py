@@ -37,7 +37,7 @@ from typing import Iterable
 
 from .. import __version__
 from ..errors import ArtifactError, ConfigError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, sha256_file
 from ..manifest import Manifest, read_manifest, sidecar_path
 
 #: Parameter keys in ``config.pbtxt`` that identify an edgecrack model to clients.
@@ -67,12 +67,6 @@ class TritonVariant:
     variant: str
     precision: str
     path: Path
-
-
-def _sha256(path: Path) -> str:
-    from .tensorrt import sha256_file  # torch-free, TensorRT imported lazily there
-
-    return sha256_file(path)
 
 
 def _pbtxt_str(s: str) -> str:
@@ -209,7 +203,7 @@ def write_triton_repository(onnx_path: Path, out_dir: Path, engine_paths: Iterab
     manifest = read_manifest(onnx_path)
     if manifest.output_name is None or not manifest.labels:
         raise ArtifactError(f"{onnx_path}: manifest has no output labels", "re-export the model with edgecrack export")
-    onnx_sha = _sha256(onnx_path)
+    onnx_sha = sha256_file(onnx_path)
     onnx_precision = "int8" if manifest.kind == "onnx-int8" else "fp32"
     labels_txt = "\n".join(manifest.labels) + "\n"
     manifest_json = json.dumps(manifest.to_dict(), indent=2) + "\n"

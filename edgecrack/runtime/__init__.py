@@ -5,11 +5,11 @@ Import rule: nothing here imports torch, TensorRT or pycuda at module level.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ArtifactError, BackendUnavailable, ConfigError, EdgecrackError
+from ..io import sha256_file
 from ..manifest import Manifest, read_manifest, sidecar_path
 from .base import Backend
 from .onnxruntime_backend import OnnxRuntimeBackend
@@ -61,14 +61,6 @@ def resolve_artifact(path: str | Path) -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def engines_for_onnx(onnx_path: str | Path) -> list[tuple[Path, Manifest | None, str | None]]:
     """Engines built from this exact ONNX file, found next to it.
 
@@ -81,7 +73,7 @@ def engines_for_onnx(onnx_path: str | Path) -> list[tuple[Path, Manifest | None,
     found = sorted(p for p in onnx_path.parent.glob(f"{onnx_path.stem}.*") if is_engine(p) and p.is_file())
     if not found:
         return []
-    digest = _sha256(onnx_path)
+    digest = sha256_file(onnx_path)
     out = []
     for eng in found:
         try:
@@ -124,7 +116,7 @@ def check_plan_file(path: Path, manifest: Manifest) -> None:
     if want_n is not None and have_n != want_n:
         raise ArtifactError(f"{path} is truncated or corrupt: {have_n} bytes, its sidecar says {want_n}", fix)
     want_h = manifest.extra.get("plan_sha256")
-    if want_h is not None and _sha256(path) != want_h:
+    if want_h is not None and sha256_file(path) != want_h:
         raise ArtifactError(f"{path} is corrupt: its sha256 differs from the one recorded at build time", fix)
 
 

@@ -5,6 +5,7 @@ torch is imported lazily: this module imports without it and reports it as unava
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,23 @@ class TorchBackend(Backend):
         self.threads = threads
         self.name = f"torch-{device}"
         self._net = None
+        self._saved_threads: int | None = None
 
     @staticmethod
     def probe(device: str = "cpu") -> str | None:
+        # find_spec, not import: probing must stay cheap (importing torch takes seconds) and
+        # must not load torch into a runtime process that then picks another backend.
         try:
-            import torch
-        except ImportError:
+            found = importlib.util.find_spec("torch") is not None
+        except ImportError:  # a finder that refuses torch means it cannot be imported either
+            found = False
+        if not found:
             return "PyTorch is not installed (the 'train' extra)"
-        if device == "cuda" and not torch.cuda.is_available():
+        if device == "cpu":
+            return None
+        import torch
+
+        if not torch.cuda.is_available():
             return "PyTorch sees no CUDA device"
         return None
 
@@ -54,12 +64,18 @@ class TorchBackend(Backend):
         from ..train.api import load_checkpoint
 
         if self.threads:
+            self._saved_threads = torch.get_num_threads()  # process-wide: restored by close()
             torch.set_num_threads(self.threads)
         net, _ = load_checkpoint(self.artifact)
         self._net = net.to(self.device).eval()
 
     def _close(self) -> None:
         self._net = None
+        if self._saved_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

@@ -16,7 +16,6 @@ Which served model is used:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
+from ..io import sha256_file
 from ..manifest import Manifest
 from .base import Backend
 
@@ -67,14 +67,6 @@ def parse_triton_url(url: str | None) -> tuple[str, bool, str | None, str]:
         raise ConfigError(f"Triton URL {raw!r} has an invalid port", "use e.g. http://127.0.0.1:8000") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{host}:{port}", parts.scheme == "https", name, version
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _params(config: dict) -> dict[str, str]:
@@ -158,7 +150,7 @@ class TritonBackend(Backend):
     # -- model discovery -------------------------------------------------------------
     def _local_sha(self) -> str | None:
         if self.artifact.suffix == ".onnx" and self.artifact.is_file():
-            return _sha256(self.artifact)
+            return sha256_file(self.artifact)
         return None
 
     def _config(self, client, name: str) -> dict:

@@ -10,7 +10,6 @@ No weights are downloaded at run time unless the user passes ``--allow-download`
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from ..errors import WeightsError
+from ..io import sha256_file
 
 
 # --------------------------------------------------------------------------------------
@@ -260,14 +259,6 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 @dataclass
 class LoadedBackbone:
     """A backbone with weights loaded.
@@ -326,7 +317,7 @@ def load_backbone(name: str, weights: str | Path | None = None, allow_download: 
         _lite_state_from_tf_port(sd, units, head)
     else:
         _tv_state_map(spec.torchvision_name, sd, units, head)
-    return LoadedBackbone(spec, units, channels, head, f"{wp.name}:sha256:{file_sha256(wp)[:16]}")
+    return LoadedBackbone(spec, units, channels, head, f"{wp.name}:sha256:{sha256_file(wp)[:16]}")
 
 
 def _download_torchvision(spec: BackboneSpec, units, channels, head) -> LoadedBackbone:
