@@ -52,14 +52,23 @@ def fold_dirs(tmp: Path, k: int, seed: int) -> list[tuple[Path, Path]]:
     return out
 
 
-def cross_validate(k: int, seed: int, cache: Path, tmp: Path) -> dict:
+def cross_validate(k: int, seed: int, cache: Path, tmp: Path, overrides: dict | None = None) -> dict:
+    """k-fold CV of ``edgecrack train`` (defaults, or ``overrides`` of TrainConfig fields)."""
+    import dataclasses
+
     from edgecrack.train.api import TrainConfig, train
+    from edgecrack.train.loop import LoopConfig
+
+    over = dict(overrides or {})
+    loop_over = over.pop("loop", {})
 
     accs, aucs, f1s, recs, argmax = [], [], [], [], []
     for i, (tr, te) in enumerate(fold_dirs(tmp, k, seed)):
         t0 = time.perf_counter()
-        res = train(TrainConfig(data=str(tr), test_dir=str(te), out=str(tmp / f"run{i}"), cache_dir=str(cache),
-                                plots=False, export=False))
+        cfg = TrainConfig(data=str(tr), test_dir=str(te), out=str(tmp / f"run{i}"), cache_dir=str(cache),
+                          plots=False, export=False, **over)
+        cfg.loop = dataclasses.replace(LoopConfig(), **loop_over)
+        res = train(cfg)
         m = res.metrics["test"]
         accs.append(m["accuracy"])
         argmax.append(m["accuracy_argmax"])

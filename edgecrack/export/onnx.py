@@ -42,7 +42,11 @@ def onnx_bytes_from_model(net, height: int, width: int, opset: int = DEFAULT_OPS
         torch.onnx.export(net, (x,), buf, input_names=[input_name], output_names=[output_name],
                           dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
-    return buf.getvalue()
+    import onnx
+
+    from .graph import fold_constants
+
+    return fold_constants(onnx.load_from_string(buf.getvalue())).SerializeToString()
 
 
 def attach_manifest(onnx_blob: bytes, manifest: Manifest) -> bytes:

@@ -231,13 +231,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 
     # -- bottleneck phase ------------------------------------------------------------
     views = list(VIEWS)[: cfg.views]
-    pooled = cfg.fine_tune_blocks == 0 and cfg.pool == "avg"
-    key = model_key(cfg.backbone, bb.weights_id, contract, cfg.fine_tune_blocks, pooled, views)
+    pooled = cfg.fine_tune_blocks == 0
+    key = model_key(cfg.backbone, bb.weights_id, contract, cfg.fine_tune_blocks, pooled, views, cfg.pool)
     cache = None if cfg.no_cache else Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     all_samples = list(ds.samples) + (val_ds.samples if val_ds else []) + (test_ds.samples if test_ds else [])
     rep.stage("bottleneck", f"frozen trunk of {cfg.backbone} at {size}x{size}, {len(views)} views per image, "
               f"cache {'off' if cache is None else cache}")
-    fs = features_from_images([s.path for s in all_samples], net, contract, key, views=views, pooled=pooled,
+    fs = features_from_images([s.path for s in all_samples], net, contract, key, views=views, pooled=pooled, pool=cfg.pool,
                               cache_dir=cache, device=device, threads=cfg.threads,
                               progress=lambda d, t: rep.progress("bottleneck", d, t))
     timings["bottleneck_s"] = fs.seconds
@@ -281,8 +281,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     init_state = copy.deepcopy({"top": net.top.state_dict(), "head": net.head.state_dict()})
     exact = cfg.solver == "lbfgs" or (cfg.solver == "auto" and pooled)
     if exact and not pooled:
-        raise ConfigError("--solver lbfgs needs head-only training on average-pooled features",
-                          "use --fine-tune-blocks 0 --pool avg, or --solver adamw")
+        raise ConfigError("--solver lbfgs needs head-only training on pooled features",
+                          "use --fine-tune-blocks 0, or --solver adamw")
     if exact:
         history, best_epoch, best_l2 = _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg, rep)
     else:

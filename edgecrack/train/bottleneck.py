@@ -27,7 +27,7 @@ import torch
 from ..errors import ImageDecodeError
 from ..io import atomic_write_bytes
 from ..preprocess import InputContract, decode_image, preprocess
-from .model import CrackNet
+from .model import CrackNet, pool_features
 
 #: Dihedral views of a square crop; cracks have no preferred orientation, so each is a valid
 #: training sample. Order matters: view 0 is the identity used for validation and test.
@@ -80,18 +80,22 @@ class FeatureSet:
 
 
 def model_key(backbone: str, weights_id: str, contract: InputContract, fine_tune_blocks: int, pooled: bool,
-              views: list[str]) -> str:
-    blob = json.dumps({"backbone": backbone, "weights": weights_id, "contract": contract.to_dict(),
-                       "cut": fine_tune_blocks, "pooled": pooled, "views": views, "v": 1}, sort_keys=True)
+              views: list[str], pool: str = "avg") -> str:
+    d = {"backbone": backbone, "weights": weights_id, "contract": contract.to_dict(),
+         "cut": fine_tune_blocks, "pooled": pooled, "views": views, "v": 1}
+    if pooled and pool != "avg":  # average-pooled entries keep the key they always had
+        d["pool"] = pool
+    blob = json.dumps(d, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 class _TrunkRunner:
     """Runs normalise + frozen trunk (+ optional pooling) on uint8 batches."""
 
-    def __init__(self, net: CrackNet, pooled: bool, device: str, threads: int | None, contract: InputContract):
+    def __init__(self, net: CrackNet, pooled: bool, device: str, threads: int | None, contract: InputContract,
+                 pool: str = "avg"):
         self.pooled = pooled
-        mod = _TrunkModule(net, pooled).eval()
+        mod = _TrunkModule(net, pooled, pool).eval()
         self.engine = "torch-" + device
         self.device = device
         self._torch = mod.to(device)
@@ -125,15 +129,16 @@ class _TrunkRunner:
 
 
 class _TrunkModule(torch.nn.Module):
-    def __init__(self, net: CrackNet, pooled: bool):
+    def __init__(self, net: CrackNet, pooled: bool, pool: str = "avg"):
         super().__init__()
         self.normalize = net.normalize
         self.trunk = net.trunk
         self.pooled = pooled
+        self.pool = pool
 
     def forward(self, x):
         y = self.trunk(self.normalize(x))
-        return y.mean((2, 3)) if self.pooled else y
+        return pool_features(y, self.pool) if self.pooled else y
 
 
 def _decode_one(path: Path, contract: InputContract) -> tuple[np.ndarray | None, str | None, str | None]:
@@ -153,7 +158,7 @@ def _decode_one(path: Path, contract: InputContract) -> tuple[np.ndarray | None,
 
 def features_from_images(paths: list[Path], net: CrackNet, contract: InputContract, key: str, *,
                          views: list[str], pooled: bool, cache_dir: Path | None, device: str = "cpu",
-                         batch_size: int = 32, threads: int | None = None,
+                         batch_size: int = 32, threads: int | None = None, pool: str = "avg",
                          progress: Callable[[int, int], None] | None = None) -> FeatureSet:
     """Compute (or fetch from cache) frozen-trunk features of images.
 
@@ -164,6 +169,7 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
         key: :func:`model_key` of this trunk configuration.
         views: Names from :data:`VIEWS`; features are computed for each.
         pooled: Store globally pooled vectors instead of feature maps.
+        pool: Pooling of those vectors (``avg``, ``max``, ``avgmax``; see :func:`pool_features`).
         cache_dir: Cache root, or None to bypass the cache (``--no-cache``).
         device: ``cpu`` or ``cuda``.
         batch_size: Images per trunk call.
@@ -174,6 +180,7 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
         A :class:`FeatureSet`; undecodable images are listed in ``skipped``, not raised.
     """
     t0 = time.perf_counter()
+    pool_mode = pool  # the name ``pool`` is the decode thread pool below
     kdir = cache_dir / "bottleneck" / key if cache_dir is not None else None
     results: dict[int, np.ndarray] = {}
     hashes: dict[int, str] = {}
@@ -220,7 +227,7 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
                 imgs.append(img)
             if imgs:
                 if runner is None:
-                    runner = _TrunkRunner(net, pooled, device, threads, contract)
+                    runner = _TrunkRunner(net, pooled, device, threads, contract, pool_mode)
                 stack = np.stack([np.ascontiguousarray(fn(im)) for im in imgs for fn in view_fns])
                 feats = runner(stack).astype(np.float16)
                 feats = feats.reshape(len(imgs), len(views), *feats.shape[1:])

@@ -13,8 +13,9 @@ class Normalize(nn.Module):
     """``uint8 [N,H,W,3]`` BGR -> ``float32 [N,3,H,W]`` RGB, ``(x - mean) / std``.
 
     Lives inside the exported graph so that the host never normalises (ARCHITECTURE 1).
-    The channel flip is folded into the per-channel scale/shift gather, which ONNX and
-    TensorRT fuse into the first convolution's input.
+    The Cast comes first: TensorRT's ONNX parser (and onnxruntime's TensorRT provider)
+    accept a uint8 tensor only as the direct input of a Cast, not of a Transpose, Gather,
+    Slice or Shape. The channel flip is a constant-index gather on the float tensor.
     """
 
     def __init__(self, contract: InputContract):
@@ -27,7 +28,7 @@ class Normalize(nn.Module):
         self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).float()
+        x = x.float().permute(0, 3, 1, 2)
         x = torch.index_select(x, 1, self.order)
         return x * self.scale + self.shift
 
@@ -67,12 +68,14 @@ TTA_VIEWS = (1, 2, 4)
 
 
 def flip_views(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Stack the first ``n`` flip views of an NHWC batch along the batch axis.
+    """Stack the first ``n`` flip views of a normalised NCHW batch along the batch axis.
 
     Order matches :data:`edgecrack.train.bottleneck.VIEWS`: identity, horizontal flip,
-    vertical flip, 180 degree rotation.
+    vertical flip, 180 degree rotation. Flipping after the in-graph normalisation gives the
+    same numbers as flipping the pixels (normalisation is per pixel) and keeps the uint8
+    input's only consumer a Cast.
     """
-    views = [x, torch.flip(x, [2]), torch.flip(x, [1]), torch.flip(x, [1, 2])][:n]
+    views = [x, torch.flip(x, [3]), torch.flip(x, [2]), torch.flip(x, [2, 3])][:n]
     return torch.cat(views, 0)
 
 
@@ -104,11 +107,12 @@ class CrackNet(nn.Module):
         return self.trunk(self.normalize(x_uint8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
         if self.tta == 1:
-            return torch.softmax(self.logits_from_trunk(self.trunk_features(x)), dim=1)
-        n = x.shape[0]
-        p = torch.softmax(self.logits_from_trunk(self.trunk_features(flip_views(x, self.tta))), dim=1)
-        return p.reshape(self.tta, n, p.shape[1]).mean(0)
+            return torch.softmax(self.logits_from_trunk(self.trunk(x)), dim=1)
+        p = torch.softmax(self.logits_from_trunk(self.trunk(flip_views(x, self.tta))), dim=1)
+        # -1, not the traced batch size: a constant shape keeps Shape/Gather arithmetic out of the graph
+        return p.reshape(self.tta, -1, self.head.fc.out_features).mean(0)
 
 
 def split_units(units: nn.Sequential, fine_tune_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
