@@ -110,7 +110,7 @@ class RunMeta:
     started: float | None
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameRow:
     """One inspected frame, as the report needs it."""
 
@@ -120,9 +120,11 @@ class FrameRow:
     name: str
     path: str | None
     source_frame: int | None
-    gps: dict[str, Any] | None
+    lat: float | None
+    lon: float | None
+    alt: float | None
+    rel_alt: float | None
     capture_time: str | None
-    pose: dict[str, float] | None
     t: float | None
     cracked: bool
     score: float
@@ -136,7 +138,7 @@ class FrameRow:
 
     @property
     def located(self) -> bool:
-        return bool(self.gps) and self.gps.get("lat") is not None and self.gps.get("lon") is not None
+        return self.lat is not None and self.lon is not None
 
     @property
     def file(self) -> str:
@@ -297,16 +299,29 @@ def _frame_row(rec: dict[str, Any], run: RunMeta, seq: int, log_dir: Path) -> Fr
         path = str(log_dir / path)  # the log written next to the images, run from elsewhere
     capture = rec.get("capture_time")
     cracked = bool(rec.get("cracked"))
+    gps = rec.get("gps") or {}
+    lat, lon = _float(gps.get("lat")), _float(gps.get("lon"))
+    if lat is None or lon is None:
+        lat = lon = None
     grid = rec.get("grid")
     size = rec.get("frame_size")
     return FrameRow(seq=seq, run=run, index=int(rec.get("index", seq)), name=str(rec.get("name", "")), path=path,
-                    source_frame=pos.get("frame"), gps=rec.get("gps"), capture_time=capture, pose=rec.get("pose"),
+                    source_frame=pos.get("frame"), lat=lat, lon=lon, alt=_float(gps.get("alt")),
+                    rel_alt=_float((rec.get("pose") or {}).get("rel_alt")), capture_time=capture,
                     t=_parse_time(capture) or (rec.get("time") if run.live else None), cracked=cracked,
                     score=float(rec.get("score", 0.0)), cracked_tiles=int(rec.get("cracked_tiles", 0)),
                     tiles=int(rec.get("tiles", 1)), label=str(rec.get("label", "")),
                     grid=tuple(grid) if grid else None, frame_size=tuple(size) if size else None,
                     tile_probs=rec.get("tile_probs") if cracked else None,  # only flagged frames get thumbnails
-                    wall_utc=rec.get("utc"))
+                    wall_utc=rec.get("utc") if run.live else None)  # only live frames are timed by it
+
+
+def _float(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def logs_from_run_dirs(run_dirs: list[str | Path]) -> list[Path]:
@@ -329,10 +344,9 @@ def logs_from_run_dirs(run_dirs: list[str | Path]) -> list[Path]:
 
 # -- GIS exports ---------------------------------------------------------------------------------
 def _props(f: FrameRow) -> dict[str, Any]:
-    gps = f.gps or {}
     return {"file": f.file, "name": f.name, "source": f.run.source,
-            "frame": f.source_frame if f.path is None else None, "time": f.time, "alt": gps.get("alt"),
-            "rel_alt": (f.pose or {}).get("rel_alt"), "p": round(f.score, 5), "cracked_tiles": f.cracked_tiles,
+            "frame": f.source_frame if f.path is None else None, "time": f.time, "alt": f.alt,
+            "rel_alt": f.rel_alt, "p": round(f.score, 5), "cracked_tiles": f.cracked_tiles,
             "tiles": f.tiles, "label": f.label, "model": f.run.model}
 
 
@@ -349,7 +363,7 @@ def geojson_from_findings(findings: Findings) -> dict[str, Any]:
     for f in findings.flagged:
         geom = None
         if f.located:
-            lon, lat = float(f.gps["lon"]), float(f.gps["lat"])
+            lon, lat = f.lon, f.lat
             geom = {"type": "Point", "coordinates": [lon, lat]}
             lons.append(lon)
             lats.append(lat)
@@ -368,8 +382,7 @@ def csv_from_findings(findings: Findings) -> str:
     w.writerow(FINDINGS_COLUMNS)
     for f in findings.flagged:
         d = _props(f)
-        gps = f.gps or {}
-        d.update(lat=gps.get("lat") if f.located else None, lon=gps.get("lon") if f.located else None)
+        d.update(lat=f.lat, lon=f.lon)
         w.writerow(["" if d.get(c) is None else d[c] for c in FINDINGS_COLUMNS])
     return buf.getvalue()
 
@@ -398,8 +411,7 @@ def kml_from_findings(findings: Findings, title: str) -> str:
                 + f"\n{f.file}")
         when = f"<TimeStamp><when>{_xml(f.time)}</when></TimeStamp>" if f.time else ""
         parts.append(f"<Placemark><name>{_xml(f.name)} p={f.score:.2f}</name><description>{_xml(desc)}</description>"
-                     f"{when}<styleUrl>#crack</styleUrl><Point><coordinates>{float(f.gps['lon']):.8f},"
-                     f"{float(f.gps['lat']):.8f}</coordinates></Point></Placemark>")
+                     f"{when}<styleUrl>#crack</styleUrl><Point><coordinates>{f.lon:.8f},{f.lat:.8f}</coordinates></Point></Placemark>")
     parts.append("</Document></kml>\n")
     return "\n".join(parts)
 
@@ -411,7 +423,7 @@ def tracks(findings: Findings) -> list[tuple[RunMeta, list[tuple[float, float]]]
         rows = [f for f in findings.frames if f.run is run and f.located]
         rows.sort(key=lambda f: (f.t is None, f.t if f.t is not None else 0.0, f.seq))
         if rows:
-            out.append((run, [(float(f.gps["lon"]), float(f.gps["lat"])) for f in rows]))
+            out.append((run, [(f.lon, f.lat) for f in rows]))
     return out
 
 

@@ -148,8 +148,8 @@ def map_svg(findings: Any, tiles: str | None, linked: set[int], width: int = 100
     if not located:
         return ('<p class="note">No frame has a position: the images carry no EXIF GPS and the videos no DJI '
                 'telemetry (.SRT). The gallery, histogram and timeline below still cover every frame.</p>', None)
-    xy = np.array([_mercator(float(f.gps["lon"]), float(f.gps["lat"])) for f in located])
-    lat0 = float(np.mean([float(f.gps["lat"]) for f in located]))
+    xy = np.array([_mercator(f.lon, f.lat) for f in located])
+    lat0 = float(np.mean([f.lat for f in located]))
     m_per_unit = EARTH_M * math.cos(math.radians(lat0))  # metres per world unit at this latitude
     x0, y0 = xy.min(axis=0)
     x1, y1 = xy.max(axis=0)
@@ -192,11 +192,11 @@ def map_svg(findings: Any, tiles: str | None, linked: set[int], width: int = 100
     others = [f for f in located if not f.cracked]
     if len(others) <= 3000:
         for f in others:
-            a, b = px(*_mercator(float(f.gps["lon"]), float(f.gps["lat"])))
+            a, b = px(*_mercator(f.lon, f.lat))
             out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{OTHER}"><title>{_e(f.name)} '
                        f'p={f.score:.2f}</title></circle>')
     for f in sorted((f for f in located if f.cracked), key=lambda f: f.score):
-        a, b = px(*_mercator(float(f.gps["lon"]), float(f.gps["lat"])))
+        a, b = px(*_mercator(f.lon, f.lat))
         r = 4 + 5 * max(0.0, min(1.0, f.score))
         dot = (f'<circle class="flag" cx="{a:.1f}" cy="{b:.1f}" r="{r:.1f}" fill="{CRACK}" fill-opacity=".85" '
                f'stroke="#fff" stroke-width="1"><title>{_e(f.name)} p={f.score:.2f}'
@@ -270,7 +270,7 @@ def histogram_svg(findings: Any, width: int = 600, height: int = 260, bins: int 
     for thr in sorted({r.threshold for r in findings.runs if r.threshold is not None}):
         x = L + thr * w
         out.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{T + h}" stroke="#1d2329" stroke-dasharray="4 3"/>'
-                   f'<text x="{x + 4:.1f}" y="{T + 10}">threshold {thr:.2f}</text>')
+                   f'<text x="{x + 4:.1f}" y="{T + 10}">threshold {thr:.3f}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -433,7 +433,7 @@ def card_html(card: Any) -> str:
            else f'<div class="noimg">{_e(card.note or "no image")}</div>')
     if card.href:
         img = f'<a href="{_e(card.href)}" target="_blank" rel="noopener">{img}</a>'
-    pos = f"{float(f.gps['lat']):.6f}, {float(f.gps['lon']):.6f}" if f.located else "no position"
+    pos = f"{f.lat:.6f}, {f.lon:.6f}" if f.located else "no position"
     meta = [f"{f.cracked_tiles}/{f.tiles} tiles" + (f" · {_e(display_time(f.time))}" if f.time else ""), pos]
     note = f'<br><span class="meta">{_e(card.note)}</span>' if card.note and card.thumb else ""
     return (f'<figure class="card" id="f{f.seq}" data-seq="{f.seq}" data-score="{f.score:.5f}" '

@@ -249,6 +249,15 @@ def test_video_with_srt_report_saves_frames_and_positions(trained_run, deck_dir,
     html = (out / "index.html").read_text()
     assert html.count('href="frames/') == 5
     assert re.search(r'<image href="https://tiles\.example\.org/\d+/\d+/\d+\.png"', html)  # only when asked
+    # a long flight: the gallery keeps the highest scores, the GIS files keep everything
+    r = runner.invoke(app, ["report", str(log), "--out", str(tmp_path / "top2"), "--gallery-limit", "2"])
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "top2" / "index.html").read_text()
+    shown = sorted(float(x) for x in re.findall(r'<figure class="card"[^>]*data-score="([\d.]+)"', html))
+    top = sorted(json.loads(x)["score"] for x in log.read_text().splitlines() if '"type":"frame"' in x)[-2:]
+    assert shown == pytest.approx(top, abs=1e-5) and "shows the 2 highest-scoring of 5 flagged frames" in html
+    assert len(json.loads((tmp_path / "top2" / "findings.geojson").read_text())["features"]) == 5
+    assert "tiles.example.org" not in html  # no tile server unless asked
 
 
 @pytest.mark.parametrize("args,msg", [
