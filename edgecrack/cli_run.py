@@ -47,6 +47,8 @@ def run_cmd(
     give_up: Optional[float] = typer.Option(None, help="Live sources: end after this long without a frame "
                                                        "(default: never, keep reconnecting)."),
     gstreamer: str = typer.Option("auto", help="GStreamer pipelines via: auto, opencv, gst-launch."),
+    telemetry: Optional[Path] = typer.Option(None, help="DJI .SRT flight telemetry of a video file (default: "
+                                                        "VIDEO.SRT next to it, if any): GPS per frame in the log."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-frame console output (logs and summary only)."),
 ) -> None:
     """Inspect a camera, stream, video or image folder for cracks, frame by frame.
@@ -71,7 +73,7 @@ def run_cmd(
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     opts = SourceOptions(width=width, height=height, fps=fps, flip=flip, watchdog_s=watchdog, wait_s=wait,
-                         give_up_s=give_up, gstreamer=gstreamer)
+                         give_up_s=give_up, gstreamer=gstreamer, telemetry=str(telemetry) if telemetry else None)
     cfg = RunConfig(source=str(camera) if camera is not None else source, model=str(model), backend=backend,
                     strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch,
                     threshold=threshold, min_tiles=min_tiles, smooth=smooth, logs=[str(p) for p in log or []],

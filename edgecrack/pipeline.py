@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import ConfigError
+from .geo import record_fields
 from .preprocess import preprocess
 from .sources import Frame, Source, SourceEvent, SourceOptions, open_source
 from .tiling import EDGE_MODES, OVERLAY_MODES, TemporalSmoother, TileGrid, crack_map_from_probs, tile_grid, tiles_from_frame
@@ -197,7 +198,7 @@ class FrameResult:
         f = self.frame
         return {"type": "frame", "time": round(f.timestamp, 6),
                 "utc": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(f.timestamp)) + f".{int(f.timestamp % 1 * 1000):03d}Z",
-                "index": f.index, "name": f.name, "position": f.position(), "label": self.label,
+                "index": f.index, "name": f.name, "position": f.position(), **record_fields(f.geo), "label": self.label,
                 "cracked": self.cracked, "p": round(self.probability, 5), "score": round(self.score, 5),
                 "cracked_tiles": self.cracked_tiles, "tiles": self.grid.n, "grid": [self.grid.rows, self.grid.cols],
                 "frame_size": [self.grid.width, self.grid.height],

@@ -190,7 +190,7 @@ class JsonlLog(Sink):
 
 
 CSV_COLUMNS = ("time", "utc", "index", "name", "source_frame", "position_ms", "path", "label", "cracked", "p", "score",
-               "cracked_tiles", "tiles", "latency_ms", "dropped")
+               "cracked_tiles", "tiles", "latency_ms", "dropped", "lat", "lon", "alt", "capture_time")
 
 
 class CsvLog(Sink):
@@ -213,9 +213,12 @@ class CsvLog(Sink):
     def write(self, r: FrameResult) -> None:
         rec = r.to_record()
         pos = rec["position"]
+        gps = rec["gps"] or {}
         self._w.writerow([rec["time"], rec["utc"], rec["index"], rec["name"], pos.get("frame"), pos.get("ms", ""),
                           pos.get("path", ""), rec["label"], int(rec["cracked"]), rec["p"], rec["score"],
-                          rec["cracked_tiles"], rec["tiles"], rec["latency_ms"], rec["dropped"]])
+                          rec["cracked_tiles"], rec["tiles"], rec["latency_ms"], rec["dropped"],
+                          *(("" if gps.get(k) is None else gps[k]) for k in ("lat", "lon", "alt")),
+                          rec["capture_time"] or ""])
         self._f.flush()
 
     def close(self, summary: RunSummary | None) -> None:

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageDecodeError, SourceError
+from .geo import geotag_from_image, telemetry_for_video
 from .preprocess import IMAGE_SUFFIXES, decode_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -59,6 +60,8 @@ class Frame:
         path: Image file for folder/glob sources.
         capture_ms: Time spent reading and decoding this frame.
         captured: ``time.perf_counter()`` at capture (for end-to-end latency).
+        geo: Position, capture time and attitude from EXIF or DJI telemetry
+            (:class:`edgecrack.geo.GeoTag`), or None.
     """
 
     image: np.ndarray
@@ -70,6 +73,7 @@ class Frame:
     path: str | None = None
     capture_ms: float = 0.0
     captured: float = 0.0
+    geo: Any = None
 
     def position(self) -> dict[str, Any]:
         """Where in the source this frame is (for logs)."""
@@ -114,6 +118,7 @@ class SourceOptions:
         prefetch: Recorded sources: frames decoded ahead of the consumer.
         gstreamer: ``auto`` (OpenCV if built with GStreamer, else ``gst-launch-1.0``),
             ``opencv`` or ``gst-launch``.
+        telemetry: DJI ``.SRT`` of a video file (None: ``VIDEO.SRT`` next to it, if any).
     """
 
     width: int | None = None
@@ -127,6 +132,7 @@ class SourceOptions:
     wait_s: float = 0.0
     prefetch: int = 16
     gstreamer: str = "auto"
+    telemetry: str | None = None
 
 
 class Source:
@@ -285,7 +291,8 @@ class ImageFilesSource(_QueuedSource):
                 self._event("skipped", e.message)
                 continue
             t1 = time.perf_counter()
-            f = Frame(img, n, p.name, time.time(), i, path=str(p), capture_ms=(t1 - t0) * 1e3, captured=t1)
+            f = Frame(img, n, p.name, time.time(), i, path=str(p), capture_ms=(t1 - t0) * 1e3, captured=t1,
+                      geo=geotag_from_image(p))
             n += 1
             if not self._put(f):
                 return
@@ -302,11 +309,13 @@ class VideoFileSource(_QueuedSource):
 
     kind = "video"
 
-    def __init__(self, path: Path, prefetch: int = 16):
+    def __init__(self, path: Path, prefetch: int = 16, telemetry: str | None = None):
         super().__init__(str(path), prefetch)
         self.path = Path(path)
         self._cap: cv2.VideoCapture | None = None
         self.frame_count: int | None = None
+        self._telemetry_file = telemetry
+        self.telemetry = None
 
     def _open(self) -> None:
         if not self.path.is_file():
@@ -323,6 +332,11 @@ class VideoFileSource(_QueuedSource):
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = n if n > 0 else None
         self._cap = cap
+        try:
+            self.telemetry = telemetry_for_video(self.path, self._telemetry_file)
+        except SourceError:
+            cap.release()
+            raise
 
     def _produce(self) -> None:
         cap = self._cap
@@ -340,7 +354,8 @@ class VideoFileSource(_QueuedSource):
 
                     img = to_bgr8(img, str(self.path))
                 f = Frame(img, i, f"frame {i}", time.time(), i, position_ms=pos if pos >= 0 else None,
-                          capture_ms=(t1 - t0) * 1e3, captured=t1)
+                          capture_ms=(t1 - t0) * 1e3, captured=t1,
+                          geo=self.telemetry.at(pos if pos >= 0 else None) if self.telemetry else None)
                 i += 1
                 if not self._put(f):
                     return
@@ -807,6 +822,10 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
         SourceError: Nothing usable at ``spec``.
     """
     opts = options or SourceOptions()
+    if opts.telemetry and not (isinstance(spec, str) and Path(spec.strip()).is_file()
+                               and Path(spec.strip()).suffix.lower() not in IMAGE_SUFFIXES):
+        raise SourceError(f"--telemetry {opts.telemetry}: telemetry files go with a video file source, not {spec}",
+                          "stills carry their position in EXIF; drop --telemetry")
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         idx = int(spec)
         return LiveSource(f"camera {idx}", _camera_opener(idx, opts), opts, kind="camera")
@@ -837,7 +856,7 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
     if p.is_file():
         if p.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFilesSource([p], str(p), opts.prefetch)
-        return VideoFileSource(p, opts.prefetch)
+        return VideoFileSource(p, opts.prefetch, opts.telemetry)
     if _is_glob(s):
         files = sorted(Path(f) for f in _glob.glob(os.path.expanduser(s), recursive=True)
                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES)
