@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 from .errors import ArtifactError, ConfigError, EdgecrackError
 from .io import sha256_file
-from .manifest import Manifest, read_manifest, sidecar_path
+from .manifest import Manifest, read_manifest, sidecar_path, verify_onnx_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_SUFFIX = ".engine"
@@ -280,6 +280,7 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
     if om.kind != "onnx":
         raise ArtifactError(f"{onnx_path} is a {om.kind!r} model; engines are built from the FP32 model.onnx",
                             "ship the run's model.onnx (TensorRT calibrates INT8 itself)")
+    verify_onnx_file(onnx_path, om)  # an engine inherits its ONNX's manifest: refuse a tampered one here
     cache_dir = Path(cache_dir)
     if machine is None:
         machine, why = probe_machine(device_index)

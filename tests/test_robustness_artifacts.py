@@ -177,3 +177,128 @@ def test_train_on_sdnet_root_reports_surfaces_and_eval_merges_the_same_way(sdnet
     metrics = json.loads((tmp_path / "ev.json").read_text())["metrics"]
     assert metrics["n"] == 24 and set(metrics["per_class"]) == {"cracked", "uncracked"}
     assert "cracked P/R/F1" in ev.stdout and f"{metrics['accuracy']:.3f}" in ev.stdout
+
+
+# -- 3. manifests are validated and checked against the model ------------------------------------
+
+
+@pytest.fixture()
+def run_copy(tmp_path, trained_onnx) -> Path:
+    """The session's real ONNX model and its sidecar, in a folder of its own."""
+    from edgecrack.manifest import sidecar_path
+
+    d = tmp_path / "run"
+    d.mkdir()
+    shutil.copy(trained_onnx, d / "model.onnx")
+    shutil.copy(sidecar_path(trained_onnx), sidecar_path(d / "model.onnx"))
+    return d
+
+
+def _edit_sidecar(onnx: Path, key: str, value) -> None:
+    side = onnx.with_name(onnx.name + ".json")
+    d = json.loads(side.read_text())
+    if key.startswith("input."):
+        d["input"][key.split(".", 1)[1]] = value
+    else:
+        d[key] = value
+    side.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("threshold", 5.0, "invalid manifest: threshold must be a number strictly between 0 and 1, got 5.0"),
+    ("threshold", "0.5", "threshold must be a number strictly between 0 and 1, got '0.5'"),
+    ("threshold", True, "threshold must be a number strictly between 0 and 1, got True"),
+    ("positive_label", "crack", "positive_label must be one of the labels ['CD', 'UD'], got 'crack'"),
+    ("schema", -5, "schema must be an integer 1..1, got -5"),
+    ("labels", ["CD"], "labels must be a list of at least two distinct non-empty names, got ['CD']"),
+    ("input.height", "256", "input.height must be an integer pixel count in 8..8192, got '256'"),
+    ("input.std", [0, 1, 1], "input.std must be positive"),
+    ("kind", "pickle", "kind must be one of checkpoint, onnx, onnx-int8, tensorrt, got 'pickle'"),
+])
+def test_invalid_sidecar_values_are_refused_cleanly(run_copy, few_images, key, value, expected):
+    _edit_sidecar(run_copy / "model.onnx", key, value)
+    res = _eval(run_copy, few_images)
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    err = _flat(res.stderr)
+    assert err.startswith("error: ") and expected in err and "Traceback" not in res.output
+    assert "export the artifact again" in err
+
+
+@pytest.fixture(scope="module")
+def few_images(tmp_path_factory, holdout_deck) -> Path:
+    """8 real held-out images (4 CD, 4 UD): enough to see answers flip, quick to evaluate."""
+    root = tmp_path_factory.mktemp("few")
+    for cls in ("CD", "UD"):
+        _copy_class(holdout_deck, cls, root / cls, 4)
+    return root
+
+
+def _eval(run: Path, data: Path, out: Path | None = None):
+    return runner.invoke(app, ["eval", str(run), str(data), "--batch-size", "8"] + (["--out", str(out)] if out else []))
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("positive_label", "UD", "positive_label 'UD' vs 'CD' (sidecar vs embedded)"),
+    ("threshold", 0.999, "threshold 0.999 vs"),
+    ("input.height", 224, "input {"),
+])
+def test_sidecar_that_disagrees_with_the_embedded_manifest_is_refused(run_copy, few_images, key, value, expected):
+    _edit_sidecar(run_copy / "model.onnx", key, value)
+    res = _eval(run_copy, few_images)
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    err = _flat(res.stderr)
+    assert "the sidecar manifest disagrees with the manifest embedded in the model" in err and expected in err
+    assert "delete model.onnx.json to use the embedded manifest" in err and "Traceback" not in res.output
+
+
+def test_swapped_labels_are_refused_and_the_hint_restores_the_right_answers(run_copy, few_images):
+    onnx = run_copy / "model.onnx"
+    good = _eval(run_copy, few_images, run_copy / "good.json")
+    assert good.exit_code == 0, good.output
+    _edit_sidecar(onnx, "labels", ["UD", "CD"])
+    res = _eval(run_copy, few_images)
+    assert res.exit_code == 1, res.output  # before: exit 0 with every answer flipped
+    err = _flat(res.stderr)
+    assert "labels ['UD', 'CD'] vs ['CD', 'UD'] (sidecar vs embedded)" in err
+    onnx.with_name("model.onnx.json").unlink()  # what the hint says
+    again = _eval(run_copy, few_images, run_copy / "again.json")
+    assert again.exit_code == 0, again.output
+    acc = [json.loads((run_copy / f).read_text())["metrics"]["accuracy"] for f in ("good.json", "again.json")]
+    assert acc[0] == acc[1] and acc[0] >= 0.625
+
+
+def test_manifest_that_disagrees_with_the_graph_is_refused(run_copy):
+    import onnx as onnx_lib
+
+    from edgecrack.manifest import check_onnx_manifest, read_manifest
+    from edgecrack.runtime import open_backend
+
+    path = run_copy / "model.onnx"
+    model = onnx_lib.load(str(path))
+    del model.metadata_props[:]  # an ONNX model with only a sidecar (e.g. re-saved by another tool)
+    onnx_lib.save(model, str(path))
+    assert open_backend(run_copy).backend.manifest.input.height == 256
+    _edit_sidecar(path, "input.height", 224)
+    _edit_sidecar(path, "input.width", 224)
+    with pytest.raises(Exception) as e:
+        open_backend(run_copy)
+    assert type(e.value).__name__ == "ArtifactError"
+    assert ("manifest does not match the model graph: the graph takes tensor(uint8) ['batch', 256, 256, 3], the "
+            "manifest says uint8 [N, 224, 224, 3]") in e.value.message
+    m = read_manifest(path)
+    with pytest.raises(Exception, match=r"the graph's inputs are \['x'\], the manifest says 'images'.*"
+                                        r"the graph outputs 3 classes, the manifest has 2 labels"):
+        check_onnx_manifest(m, None, [("x", ["n", 224, 224, 3], "tensor(uint8)")], [("probs", ["n", 3], "tensor(float)")],
+                            "m.onnx")
+
+
+def test_engine_is_never_built_from_a_tampered_sidecar(run_copy, tmp_path):
+    from edgecrack.engine_cache import MachineFacts, ensure_engine
+    from edgecrack.errors import ArtifactError
+
+    def builder(*a, **kw):
+        raise AssertionError("must not build")
+
+    _edit_sidecar(run_copy / "model.onnx", "labels", ["UD", "CD"])
+    with pytest.raises(ArtifactError, match=r"labels \['UD', 'CD'\] vs \['CD', 'UD'\]"):
+        ensure_engine(run_copy, tmp_path / "engines", machine=MachineFacts("10.3.0", "Orin", "8.7"), build=builder)
