@@ -302,3 +302,18 @@ def test_engine_is_never_built_from_a_tampered_sidecar(run_copy, tmp_path):
     _edit_sidecar(run_copy / "model.onnx", "labels", ["UD", "CD"])
     with pytest.raises(ArtifactError, match=r"labels \['UD', 'CD'\] vs \['CD', 'UD'\]"):
         ensure_engine(run_copy, tmp_path / "engines", machine=MachineFacts("10.3.0", "Orin", "8.7"), build=builder)
+
+
+# -- 7. paths are printed literally ------------------------------------------------------------
+
+
+def test_paths_with_markup_are_printed_literally_by_eval_and_calibration(run_copy, few_images, tmp_path):
+    odd = tmp_path / "x[/y]z" / "r[bold]un"
+    shutil.copytree(run_copy, odd)
+    res = runner.invoke(app, ["eval", str(odd), str(few_images), "--all"])
+    assert res.exit_code == 0, res.output
+    assert f"artifactsof{odd}on{few_images}" in _squash(res.stdout)
+    cal = tmp_path / "c[/a]l"
+    res = runner.invoke(app, ["calibration", "build", "--out", str(cal), "--n", "4"])
+    assert res.exit_code == 0, res.output
+    assert f"--calib{cal}" in _squash(res.stdout) and (cal / "calibration.json").is_file()
