@@ -160,10 +160,12 @@ def test_sdnet_bad_selections_are_clear_errors(sdnet_root, tmp_path, deck_dir):
 @pytest.mark.slow
 def test_train_on_sdnet_root_reports_surfaces_and_eval_merges_the_same_way(sdnet_root, tmp_path, one_torch_thread):
     run = tmp_path / "run"
-    res = _train(sdnet_root, run, tmp_path / "cache", "--surfaces", "D,W")
+    # The pavement folder alone is CP/UP; as the test set of a merged model it merges too.
+    res = _train(sdnet_root, run, tmp_path / "cache", "--surfaces", "D,W", "--test-dir", str(sdnet_root / "P"))
     assert res.exit_code == 0, res.output
     out = _flat(res.stdout)
     assert "20 images" in out and "cracked: 10, uncracked: 10" in out
+    assert json.loads((run / "metrics.json").read_text())["test"]["n"] == 4
     assert "SDNET2018 surfaces merged into cracked / uncracked: D: 6 cracked, 6 uncracked; W: 4 cracked, 4 uncracked" in out
     from edgecrack.manifest import read_manifest
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import DEFAULT_DATASET, Dataset, discover, fingerprint, resolve_positive, tutorial_split, stratified_split
+from ..data import (DEFAULT_DATASET, Dataset, discover, fingerprint, merge_sdnet, resolve_positive, stratified_split,
+                    tutorial_split)
 from ..errors import ConfigError, DatasetError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..manifest import Manifest, read_manifest, write_manifest
@@ -212,10 +213,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 
     # -- data ------------------------------------------------------------------------
     root = Path(cfg.data) if cfg.data else DEFAULT_DATASET
-    pick = {"classes": cfg.classes, "surfaces": cfg.surfaces}
-    ds = discover(root, cfg.label_from, **pick)
-    val_ds = discover(cfg.val_dir, cfg.label_from, min_classes=1, **pick) if cfg.val_dir else None
-    test_ds = discover(cfg.test_dir, cfg.label_from, min_classes=1, **pick) if cfg.test_dir else None
+    ds = discover(root, cfg.label_from, classes=cfg.classes, surfaces=cfg.surfaces)
+    # explicit held-out folders are used whole (--surfaces selects from the training root)
+    val_ds = discover(cfg.val_dir, cfg.label_from, min_classes=1, classes=cfg.classes) if cfg.val_dir else None
+    test_ds = discover(cfg.test_dir, cfg.label_from, min_classes=1, classes=cfg.classes) if cfg.test_dir else None
+    if ds.surface_counts():  # merged to cracked/uncracked: a one-surface held-out folder merges too
+        val_ds, test_ds = (merge_sdnet(x) if x is not None else None for x in (val_ds, test_ds))
     classes = ds.classes
     for name, extra in (("validation", val_ds), ("test", test_ds)):
         if extra is not None and not set(extra.classes) <= set(classes):
