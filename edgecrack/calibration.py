@@ -18,8 +18,8 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -174,6 +174,41 @@ def build_calibration_set(out: str | Path, source: str | Path | None = None, n: 
     return load_calibration(out)
 
 
+def _listed_files(root: Path, meta: Any, meta_path: Path, hint: str) -> list[tuple[Path, dict]]:
+    """The files a ``calibration.json`` lists, each proven to lie inside ``root``.
+
+    ``calibration.json`` is data that may come from anywhere (a shared folder, an archive), and
+    both ``build`` (which deletes the previous set's files) and ``load`` (which reads them) act
+    on the paths it lists: an absolute path, a ``..`` step or a symlink leading out of the
+    folder would make edgecrack delete or read files elsewhere.
+
+    Raises:
+        DatasetError: A malformed entry, or a path that is absolute, climbs out with ``..``,
+            or resolves (through a symlink) outside the calibration folder.
+    """
+    files = meta.get("files", []) if isinstance(meta, dict) else None
+    if not isinstance(files, list):
+        raise DatasetError(f"{meta_path} is not a calibration description (no 'files' list)", hint)
+    real_root = root.resolve()
+    out = []
+    for f in files:
+        rel = f.get("file") if isinstance(f, dict) else None
+        if not isinstance(rel, str) or not rel or not isinstance(f.get("sha1"), str):
+            raise DatasetError(f"{meta_path} has a malformed entry {f!r} (needs 'file' and 'sha1' strings)", hint)
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in rel:
+            raise DatasetError(f"{meta_path} lists {rel!r}, a path outside the calibration folder {root}; "
+                               "only relative paths below it are allowed", hint)
+        p = root / pure
+        try:
+            p.resolve().relative_to(real_root)
+        except ValueError:
+            raise DatasetError(f"{meta_path} lists {rel!r}, which leads outside the calibration folder {root} "
+                               f"(through a symlink, to {p.resolve()})", hint) from None
+        out.append((p, f))
+    return out
+
+
 def _clear_previous(out: Path) -> None:
     meta = out / CALIBRATION_FILE
     if not meta.is_file():
@@ -182,9 +217,11 @@ def _clear_previous(out: Path) -> None:
         old = json.loads(meta.read_text())
     except json.JSONDecodeError:
         return
-    for f in old.get("files", []):
-        (out / f["file"]).unlink(missing_ok=True)
-    for d in sorted({(out / f["file"]).parent for f in old.get("files", [])}, reverse=True):
+    listed = _listed_files(out, old, meta, f"nothing was deleted; check {meta} and remove it by hand, "
+                                             "or build into another --out folder")
+    for p, _ in listed:
+        p.unlink(missing_ok=True)
+    for d in sorted({p.parent for p, _ in listed}, reverse=True):
         if d != out and d.is_dir() and not any(d.iterdir()):
             shutil.rmtree(d, ignore_errors=True)
 
@@ -213,12 +250,11 @@ def load_calibration(path: str | Path) -> CalibrationSource:
         except json.JSONDecodeError as e:
             raise DatasetError(f"{meta_path} is not valid JSON ({e})",
                                f"rebuild it: edgecrack calibration build --out {root}") from None
-        if meta.get("schema", 0) > CALIBRATION_SCHEMA:
+        if isinstance(meta, dict) and isinstance(meta.get("schema"), int) and meta["schema"] > CALIBRATION_SCHEMA:
             raise DatasetError(f"{meta_path} was written by a newer edgecrack (schema {meta.get('schema')})",
                                "upgrade edgecrack or rebuild the calibration set with this version")
         paths, labels, hashes = [], [], []
-        for f in meta.get("files", []):
-            p = root / f["file"]
+        for p, f in _listed_files(root, meta, meta_path, f"rebuild the set: edgecrack calibration build --out {root}"):
             if not p.is_file():
                 raise DatasetError(f"calibration image listed in {meta_path} is missing: {p}",
                                    f"rebuild the set: edgecrack calibration build --out {root}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import console, err_console, user_errors
@@ -23,10 +24,10 @@ def _rich_reporter():
             self._task = None
 
         def stage(self, name, detail=""):
-            console.print(f"[bold cyan]{name}[/] {detail}")
+            console.print(f"[bold cyan]{name}[/] {escape(detail)}")
 
         def message(self, text):
-            console.print(f"  {text}")
+            console.print(f"  {escape(text)}")
 
         def progress(self, task, done, total):
             if self._prog is None:
@@ -55,7 +56,7 @@ def _rich_reporter():
 
 
 def _metrics_table(metrics: dict, title: str) -> Table:
-    t = Table(title=title, show_lines=False)
+    t = Table(title=escape(title), show_lines=False)
     t.add_column("split")
     t.add_column("n", justify="right")
     t.add_column("accuracy", justify="right")
@@ -68,7 +69,7 @@ def _metrics_table(metrics: dict, title: str) -> Table:
         if labels is None:
             labels = list(m["per_class"])
             for lab in labels:
-                t.add_column(f"{lab} P/R/F1", justify="right")
+                t.add_column(f"{escape(lab)} P/R/F1", justify="right")
         auc = m.get("roc_auc")
         row = [name, str(m["n"]), f"{m['accuracy']:.3f}", "-" if auc is None else f"{auc:.3f}"]
         row += [f"{m['per_class'][lab]['precision']:.2f}/{m['per_class'][lab]['recall']:.2f}/{m['per_class'][lab]['f1']:.2f}"
@@ -81,6 +82,9 @@ def train_cmd(
     data: Optional[Path] = typer.Argument(None, help="Dataset folder with one sub-folder per class. Default: the bundled SDNET2018 deck sample (400 images)."),
     out: Path = typer.Option(Path("runs/deck"), "--out", "-o", help="Run folder to write."),
     label_from: str = typer.Option("folder", help="Labels from the 'folder' name or the file name 'prefix' letters."),
+    classes: str = typer.Option("binary", help="binary: an SDNET2018 root with several surfaces (D/CD D/UD W/CW ...) trains "
+                                 "cracked/uncracked; all: every class folder is a class."),
+    surfaces: Optional[str] = typer.Option(None, help="SDNET2018 surfaces to use, e.g. D,W (default: all found)."),
     val_dir: Optional[Path] = typer.Option(None, help="Explicit validation folder."),
     test_dir: Optional[Path] = typer.Option(None, help="Explicit test folder."),
     train_fraction: Optional[float] = typer.Option(None, help="Share of the data used for training (default 0.7, the tutorial's; 0.8 with --test-dir)."),
@@ -107,7 +111,9 @@ def train_cmd(
     min_delta: float = typer.Option(1e-3, help="Smallest improvement that counts."),
     class_weight: str = typer.Option("auto", help="auto (inverse class frequency) or none."),
     label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
-    positive_label: Optional[str] = typer.Option(None, help="The cracked class (default: the C-prefixed label, e.g. CD)."),
+    positive_label: Optional[str] = typer.Option(None, help="The cracked class. Default: recognised from the names "
+                                                 "(Positive/Negative, crack/no_crack, defect/ok, 1/0, SDNET2018's CD/UD ...); "
+                                                 "required when the names do not say."),
     solver: str = typer.Option("auto", help="auto: exact L-BFGS logistic regression for head-only training, AdamW otherwise; or lbfgs / adamw."),
     refit: bool = typer.Option(True, help="Retrain on training + validation images once validation has chosen epochs/L2 and the threshold."),
     threshold: str = typer.Option("f1", help="Decision threshold: 'f1' maximises cracked-class F1; 'recall' reaches --target-recall."),
@@ -129,7 +135,8 @@ def train_cmd(
                       schedule=schedule, warmup_epochs=warmup_epochs, early_stopping=early_stopping, monitor=monitor,
                       patience=patience, min_delta=min_delta, class_weight=class_weight, label_smoothing=label_smoothing,
                       seed=seed)
-    cfg = TrainConfig(data=str(data) if data else None, out=str(out), label_from=label_from,
+    cfg = TrainConfig(data=str(data) if data else None, out=str(out), label_from=label_from, classes=classes,
+                      surfaces=[x.strip().upper() for x in surfaces.split(",") if x.strip()] if surfaces else None,
                       val_dir=str(val_dir) if val_dir else None, test_dir=str(test_dir) if test_dir else None,
                       train_fraction=train_fraction, val_fraction_of_rest=val_fraction, backbone=backbone,
                       weights=str(weights) if weights else None, allow_download=allow_download, image_size=image_size or None, tta=tta,
@@ -147,9 +154,9 @@ def train_cmd(
     tm = res.timings
     console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "
                   f"{tm['training_s']:.1f}s)  threshold {thr if thr is None else f'{thr:.3f}'} on "
-                  f"{res.manifest.positive_label}  skipped {len(res.skipped)} files")
+                  f"{escape(str(res.manifest.positive_label))}  skipped {len(res.skipped)} files")
     written = ["checkpoint.safetensors"] + (["model.onnx"] if cfg.export else []) + ["metrics.json"] + (["plots/"] if cfg.plots else [])
-    console.print(f"run folder: {res.run_dir}  ({', '.join(written)})")
+    console.print(f"run folder: {escape(str(res.run_dir))}  ({', '.join(written)})")
 
 
 def eval_cmd(
@@ -173,18 +180,18 @@ def eval_cmd(
                                             "accuracy_delta_points": r.accuracy_delta_points,
                                             "agreement_with_fp32": r.agreement, "error": r.error} for r in rows]))
             return
-        t = Table(title=f"artifacts of {artifact} on {data}")
+        t = Table(title=escape(f"artifacts of {artifact} on {data}"))
         for col in ("artifact", "precision", "backend", "n", "accuracy", "Δ vs FP32", "agree", "ROC-AUC"):
             t.add_column(col, justify="left" if col in ("artifact", "precision", "backend") else "right")
         for r in rows:
             if r.result is None:
-                t.add_row(r.artifact.name, r.precision, "[yellow]cannot run here[/]", "-", "-", "-", "-", "-")
+                t.add_row(escape(r.artifact.name), r.precision, "[yellow]cannot run here[/]", "-", "-", "-", "-", "-")
                 continue
             mt = r.result.metrics
             d = r.accuracy_delta_points
             dtxt = "-" if d is None else ("ref" if r.kind == "onnx" and abs(d) < 1e-9 and r.agreement == 1.0 else f"{d:+.1f} pts")
             auc = mt.get("roc_auc")
-            t.add_row(r.artifact.name, r.precision, r.result.backend["backend"], str(mt["n"]), f"{mt['accuracy']:.3f}", dtxt,
+            t.add_row(escape(r.artifact.name), r.precision, r.result.backend["backend"], str(mt["n"]), f"{mt['accuracy']:.3f}", dtxt,
                       "-" if r.agreement is None else f"{r.agreement * 100:.1f}%", "-" if auc is None else f"{auc:.3f}")
         console.print(t)
         for r in rows:
@@ -197,7 +204,8 @@ def eval_cmd(
         return
     console.print(_metrics_table({"eval": res.metrics}, f"{Path(res.artifact).name} on {res.backend['backend']}"))
     if res.skipped:
-        err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]))
+        err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]),
+                          markup=False)
 
 
 def predict_cmd(

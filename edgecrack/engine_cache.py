@@ -7,7 +7,8 @@ cached under a key made of everything that makes a plan valid or different:
     sha256(ONNX sha256 | TensorRT version | GPU name | compute capability | precision | calibration hash)
 
 Later starts find the same key and reuse the plan (after checking its sidecar manifest against
-this machine). A JetPack upgrade changes the TensorRT version, hence the key: the next start
+this machine and the plan's bytes against the sha256 recorded when it was built; a changed plan
+is removed and rebuilt). A JetPack upgrade changes the TensorRT version, hence the key: the next start
 builds a new engine, and engines of this model that can no longer run here are removed, so the
 device's small eMMC does not fill up with dead plans. Nothing here crashes on a mismatch: a
 mismatch is a reason, and the reason is reported.
@@ -33,7 +34,7 @@ from typing import Callable, Iterator
 
 from .errors import ArtifactError, ConfigError, EdgecrackError
 from .io import sha256_file
-from .manifest import Manifest, read_manifest, sidecar_path
+from .manifest import Manifest, read_manifest, sidecar_path, verify_onnx_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_SUFFIX = ".engine"
@@ -125,9 +126,13 @@ def mismatch_with_facts(manifest: Manifest, machine: MachineFacts) -> str | None
 
 def _engine_problem(engine: Path, onnx_sha: str, precision: str, calib_hash: str | None,
                     matches: Callable[[Manifest], str | None]) -> tuple[str | None, str | None]:
-    """(problem, kind) of a cached engine, from its sidecar and the plan's size only.
+    """(problem, kind) of a cached engine, from its sidecar and the plan's bytes (no TensorRT needed).
 
-    Kinds: None (usable), ``broken`` (no/unreadable sidecar, truncated plan), ``machine``
+    The plan's sha256 is checked last, only for an engine that would otherwise be reused: a
+    plan of the right size with one changed byte fails to deserialize (or worse, loads), so
+    its size alone proves nothing.
+
+    Kinds: None (usable), ``broken`` (no/unreadable sidecar, truncated or changed plan), ``machine``
     (another TensorRT version or GPU), ``variant`` (this model, another precision or
     calibration), ``other-model``.
     """
@@ -153,6 +158,11 @@ def _engine_problem(engine: Path, onnx_sha: str, precision: str, calib_hash: str
         return f"precision {m.extra.get('precision')} (wanted {precision})", "variant"
     if precision == "int8" and m.extra.get("calibration_hash") != calib_hash:
         return "calibrated on another calibration set", "variant"
+    want_sha = m.extra.get("plan_sha256")
+    if not want_sha:
+        return "its sidecar records no plan sha256, so the plan cannot be verified", "broken"
+    if sha256_file(engine) != want_sha:
+        return "plan bytes changed since it was built (sha256 differs from its sidecar)", "broken"
     return None, None
 
 
@@ -280,6 +290,7 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
     if om.kind != "onnx":
         raise ArtifactError(f"{onnx_path} is a {om.kind!r} model; engines are built from the FP32 model.onnx",
                             "ship the run's model.onnx (TensorRT calibrates INT8 itself)")
+    verify_onnx_file(onnx_path, om)  # an engine inherits its ONNX's manifest: refuse a tampered one here
     cache_dir = Path(cache_dir)
     if machine is None:
         machine, why = probe_machine(device_index)
@@ -301,6 +312,12 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
         key = engine_cache_key(onnx_sha, machine, precision, calib_hash)
         if state.reusable:
             return EngineDecision(state.target, state.reason, "reused", key, pruned, read_manifest(state.target))
+        if state.target.exists():
+            # A broken plan under this key goes before the build, so a failed build never
+            # leaves it to be judged again at the next start.
+            for f in (state.target, sidecar_path(state.target)):
+                f.unlink(missing_ok=True)
+            pruned.append(state.target)
         if build is None:
             from .export.tensorrt import engine_from_onnx as build
         path, em = build(onnx_path, state.target, precision=precision, calib=calib, progress=progress)

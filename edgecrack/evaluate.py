@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .data import discover, label_from_name, list_images
+from .data import CRACKED, UNCRACKED, discover, label_from_name, list_images, merge_sdnet
 from .errors import DatasetError, ImageDecodeError
 from .io import atomic_write_json
 from .metrics import classification_report, predict_labels
@@ -133,6 +133,8 @@ def evaluate(artifact: str | Path, data: str | Path, backend: str = "auto", labe
     sel = selection or open_backend(artifact, backend, threads=threads)
     m = sel.backend.manifest
     ds = discover(data, label_from, min_classes=1)
+    if set(m.labels) == {CRACKED, UNCRACKED}:
+        ds = merge_sdnet(ds)  # a model trained on several SDNET2018 surfaces reads any SDNET2018 tree
     unknown = sorted(set(ds.classes) - set(m.labels))
     if unknown:
         raise DatasetError(f"{data} has classes {unknown} the model does not know (it knows {m.labels})",

@@ -216,3 +216,20 @@ def test_damaged_cache_entries_are_recomputed(lite, warm, images, tmp_path):
     np.testing.assert_allclose(again.features.astype(np.float32), warm[1].features.astype(np.float32), atol=2e-2)
     third = _run(lite, images, cache)
     assert (third.computed, third.hits) == (0, 4)
+
+
+def test_entry_with_right_shape_but_wrong_content_is_recomputed_not_served(lite, warm, images, tmp_path):
+    cache = tmp_path / "cache"
+    entries = sorted((cache / "bottleneck").rglob("*.npy"))
+    b = bytearray(entries[0].read_bytes())
+    b[1000] ^= 0x40  # inside the float16 payload: still a valid array of the right shape and dtype
+    entries[0].write_bytes(bytes(b))
+    damaged = np.load(entries[0])
+    assert damaged.shape == warm[1].features.shape[1:] and damaged.dtype == np.float16  # a plain reader accepts it
+    entries[2].write_bytes(entries[3].read_bytes())  # an intact entry of another image copied over this one
+    again = _run(lite, images, cache)
+    assert (again.computed, again.hits) == (2, 2)
+    np.testing.assert_allclose(again.features.astype(np.float32), warm[1].features.astype(np.float32), atol=2e-2)
+    third = _run(lite, images, cache)  # the recomputed entries were written back, verified
+    assert (third.computed, third.hits) == (0, 4)
+    np.testing.assert_array_equal(third.features, again.features)

@@ -70,3 +70,62 @@ def test_cli_builds_a_set(tmp_path, deck_dir):
     r = CliRunner().invoke(app, ["calibration", "build", "--out", str(tmp_path / "cal"), "--n", "8"])
     assert r.exit_code == 0, r.output
     assert load_calibration(tmp_path / "cal").counts() == {"CD": 4, "UD": 4}
+
+
+# -- calibration.json is data: every read and delete stays inside the calibration folder ---------
+
+
+def _listing(cal: Path, entries: list[str]) -> None:
+    """Rewrite calibration.json so that it lists ``entries`` (with their real sha1 where they exist)."""
+    from edgecrack.data import content_hash
+
+    meta = json.loads((cal / "calibration.json").read_text())
+    meta["files"] = [{"file": e, "label": "CD", "sha1": content_hash(cal / e) if (cal / e).is_file() else "0" * 40}
+                     for e in entries]
+    (cal / "calibration.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def victim(tmp_path, deck_dir) -> Path:
+    """A real image outside the calibration folder that must survive and never be read."""
+    v = tmp_path / "outside" / "victim.jpg"
+    v.parent.mkdir()
+    v.write_bytes(sorted((deck_dir / "CD").glob("*.jpg"))[-1].read_bytes())
+    return v
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlinked-folder"])
+def test_build_never_deletes_outside_the_calibration_folder(tmp_path, deck_dir, victim, how):
+    cal = tmp_path / "cal"
+    s = build_calibration_set(cal, deck_dir, n=4, seed=0)
+    mine = s.paths[0].relative_to(cal).as_posix()
+    if how == "dotdot":
+        entry = "../outside/victim.jpg"
+    elif how == "absolute":
+        entry = str(victim)
+    else:
+        (cal / "evil").symlink_to(victim.parent, target_is_directory=True)
+        entry = "evil/victim.jpg"
+    _listing(cal, [mine, entry])
+    with pytest.raises(DatasetError, match="outside the calibration folder") as e:
+        build_calibration_set(cal, deck_dir, n=4, seed=1)
+    assert repr(entry) in e.value.message and "nothing was deleted" in e.value.hint
+    assert victim.is_file() and (cal / mine).is_file()  # nothing deleted, not even the set's own file
+    r = CliRunner().invoke(app, ["calibration", "build", "--out", str(cal), "--n", "4", "--seed", "1"])
+    assert r.exit_code == 1 and "outside the calibration folder" in " ".join(r.output.split())
+    assert "Traceback" not in r.output and victim.is_file()
+
+
+def test_load_never_reads_outside_the_calibration_folder(tmp_path, deck_dir, victim):
+    cal = tmp_path / "cal"
+    build_calibration_set(cal, deck_dir, n=4, seed=0)
+    (cal / "CD" / "link.jpg").symlink_to(victim)
+    for entry in ("../outside/victim.jpg", str(victim), "CD/link.jpg"):
+        _listing(cal, [entry])  # the sha1 matches the victim's bytes: only the path check stops it
+        with pytest.raises(DatasetError, match="outside the calibration folder"):
+            load_calibration(cal)
+    for bad, msg in (({"files": [{"file": 7, "sha1": "x"}]}, "malformed entry"), ({"files": {}}, "no 'files' list"),
+                     ([1, 2], "no 'files' list")):
+        (cal / "calibration.json").write_text(json.dumps(bad))
+        with pytest.raises(DatasetError, match=msg):
+            load_calibration(cal)

@@ -9,6 +9,7 @@ are marked ``gpu`` + ``trt`` and skip elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def _engine(path: Path, onnx: Path, machine: MachineFacts, precision: str = "fp1
     write_manifest(path, om.with_kind("tensorrt", parent=sha, extra={
         "precision": precision, "tensorrt_version": machine.tensorrt_version, "gpu_name": machine.gpu_name,
         "compute_capability": machine.compute_capability, "onnx_sha256": sha, "plan_bytes": len(plan),
-        "calibration_hash": calib_hash, "build_seconds": 1.5}))
+        "plan_sha256": hashlib.sha256(plan).hexdigest(), "calibration_hash": calib_hash, "build_seconds": 1.5}))
     return path
 
 
@@ -184,3 +185,46 @@ def test_real_engine_built_once_then_reused(tmp_path, trained_onnx):
 
     with TensorRTBackend(d2.path, read_manifest(d2.path)) as b:
         assert b.info()["precision"] == "fp16"
+
+
+def test_plan_with_one_flipped_byte_is_rebuilt_not_reused(tmp_path, trained_onnx):
+    cache = tmp_path / "engines"
+    target = _keyed(cache, trained_onnx, ORIN_JP6, plan=trained_onnx.read_bytes()[:4096])  # real bytes, plan-sized
+    b = bytearray(target.read_bytes())
+    b[len(b) // 2] ^= 0x01  # same size: the size check alone calls this reusable
+    target.write_bytes(bytes(b))
+    st = inspect_cache(trained_onnx, cache, "fp16", ORIN_JP6)
+    assert not st.reusable
+    assert st.reason == (f"cached engine {target.name} cannot be reused: plan bytes changed since it was built "
+                         "(sha256 differs from its sidecar)")
+    b6 = FakeBuilder(ORIN_JP6)
+    d = ensure_engine(trained_onnx, cache, machine=ORIN_JP6, build=b6)
+    assert (d.action, d.path, b6.calls) == ("built", target, [target])
+    assert d.reason.startswith(st.reason + ": built ")
+    assert sha256_file(target) == read_manifest(target).extra["plan_sha256"]
+    assert ensure_engine(trained_onnx, cache, machine=ORIN_JP6, build=b6).action == "reused"
+
+
+def test_failed_rebuild_of_a_corrupt_plan_leaves_nothing_to_reuse(tmp_path, trained_onnx):
+    cache = tmp_path / "engines"
+    target = _keyed(cache, trained_onnx, ORIN_JP6)
+    target.write_bytes(b"X" * target.stat().st_size)
+
+    def failing(*a, **kw):
+        raise ArtifactError("TensorRT could not build the engine (out of memory)")
+
+    with pytest.raises(ArtifactError, match="could not build"):
+        ensure_engine(trained_onnx, cache, machine=ORIN_JP6, build=failing)
+    assert not target.exists() and not sidecar_path(target).exists()
+    st = inspect_cache(trained_onnx, cache, "fp16", ORIN_JP6)
+    assert not st.reusable and "in the cache yet" in st.reason
+
+
+def test_sidecar_without_plan_sha256_is_not_trusted(tmp_path, trained_onnx):
+    cache = tmp_path / "engines"
+    target = _keyed(cache, trained_onnx, ORIN_JP6)
+    m = read_manifest(target)
+    del m.extra["plan_sha256"]
+    write_manifest(target, m)
+    st = inspect_cache(trained_onnx, cache, "fp16", ORIN_JP6)
+    assert not st.reusable and st.reason.endswith("its sidecar records no plan sha256, so the plan cannot be verified")

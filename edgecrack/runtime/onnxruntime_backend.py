@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
-from ..manifest import Manifest
+from ..manifest import Manifest, check_onnx_session
 from .base import Backend
 
 _PROVIDERS = {
@@ -68,6 +68,13 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
             raise ArtifactError(f"onnxruntime cannot load {self.artifact}: {str(e).splitlines()[0][:300]}",
                                 "the file is corrupt or truncated: export it again (edgecrack export)") from None
+        try:
+            # The sidecar may have been edited or copied from another export: labels swapped
+            # against the model's own metadata would flip every answer without an error.
+            check_onnx_session(self._sess, self.manifest, str(self.artifact))
+        except ArtifactError:
+            self._sess = None
+            raise
         if self.device != "cpu" and self._sess.get_providers()[0] != _PROVIDERS[self.device][0]:
             got = self._sess.get_providers()
             self._sess = None

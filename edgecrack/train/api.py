@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import DEFAULT_DATASET, Dataset, discover, default_positive, fingerprint, tutorial_split, stratified_split
+from ..data import (DEFAULT_DATASET, Dataset, discover, fingerprint, merge_sdnet, resolve_positive, stratified_split,
+                    tutorial_split)
 from ..errors import ConfigError, DatasetError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..manifest import Manifest, read_manifest, write_manifest
@@ -39,6 +40,9 @@ class TrainConfig:
         data: Dataset folder (None: the bundled SDNET2018 deck sample).
         out: Run folder.
         label_from: ``folder`` or ``prefix`` (ML.NET's ``useFolderNameAsLabel=false``).
+        classes: ``binary`` merges a multi-surface SDNET2018 root into cracked/uncracked;
+            ``all`` keeps every class folder (see :func:`edgecrack.data.discover`).
+        surfaces: SDNET2018 surfaces to train on (e.g. ``["D", "W"]``); None: all.
         val_dir: Explicit validation folder (else split from ``data``).
         test_dir: Explicit test folder (else split from ``data``).
         train_fraction: Share of ``data`` used for training. None: the tutorial's 0.7 when
@@ -56,7 +60,8 @@ class TrainConfig:
             backbone passes per image.
         pool: Global pooling of the head: avg, max, avgmax.
         dropout: Dropout before the classifier.
-        positive_label: The cracked class (None: SDNET2018's C-prefixed label).
+        positive_label: The cracked class (None: recognised from the class names; ambiguous
+            names are an error, see :func:`edgecrack.data.resolve_positive`).
         threshold_mode: ``f1`` (maximise F1 of the cracked class) or ``recall``.
         target_recall: Cracked-class recall to reach with ``threshold_mode=recall``.
         threshold_tolerance: F1 within this of the best counts as a tie; the tie nearest 0.5 wins.
@@ -80,6 +85,8 @@ class TrainConfig:
     data: str | None = None
     out: str = "runs/deck"
     label_from: str = "folder"
+    classes: str = "binary"
+    surfaces: list[str] | None = None
     val_dir: str | None = None
     test_dir: str | None = None
     train_fraction: float | None = None
@@ -206,18 +213,21 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 
     # -- data ------------------------------------------------------------------------
     root = Path(cfg.data) if cfg.data else DEFAULT_DATASET
-    ds = discover(root, cfg.label_from)
-    val_ds = discover(cfg.val_dir, cfg.label_from, min_classes=1) if cfg.val_dir else None
-    test_ds = discover(cfg.test_dir, cfg.label_from, min_classes=1) if cfg.test_dir else None
+    ds = discover(root, cfg.label_from, classes=cfg.classes, surfaces=cfg.surfaces)
+    # explicit held-out folders are used whole (--surfaces selects from the training root)
+    val_ds = discover(cfg.val_dir, cfg.label_from, min_classes=1, classes=cfg.classes) if cfg.val_dir else None
+    test_ds = discover(cfg.test_dir, cfg.label_from, min_classes=1, classes=cfg.classes) if cfg.test_dir else None
+    if ds.surface_counts():  # merged to cracked/uncracked: a one-surface held-out folder merges too
+        val_ds, test_ds = (merge_sdnet(x) if x is not None else None for x in (val_ds, test_ds))
     classes = ds.classes
     for name, extra in (("validation", val_ds), ("test", test_ds)):
         if extra is not None and not set(extra.classes) <= set(classes):
             raise DatasetError(f"{name} folder {extra.root} has classes {extra.classes} not in training classes {classes}",
                                "use the same class folder names in every split")
-    positive = cfg.positive_label or default_positive(classes)
-    if positive is not None and positive not in classes:
-        raise ConfigError(f"--positive-label {positive!r} is not a class ({', '.join(classes)})")
+    positive = resolve_positive(classes, cfg.positive_label)
     rep.stage("data", f"{len(ds.samples)} images in {root} ({', '.join(f'{k}: {v}' for k, v in ds.counts().items())})")
+    if ds.surface_counts():
+        rep.message(f"SDNET2018 surfaces merged into {' / '.join(classes)}: {ds.describe_surfaces()}")
 
     # -- model -----------------------------------------------------------------------
     t0 = time.perf_counter()

@@ -5,6 +5,10 @@ backbone, the weights hash, the preprocessing contract, the cut point and the au
 views. Renaming a file hits the cache; changing one byte of it misses (ML.NET's file-name
 keyed cache silently goes stale). Features are stored as float16 ``[views, C, h, w]``.
 
+Each entry is an ``.npy`` array followed by a checksum trailer (see :func:`write_cached_features`):
+an entry whose bytes changed after it was written (disk error, a partial copy, an edit, another
+entry copied over it) is recomputed, never served.
+
 The frozen trunk runs on the fastest engine at hand: onnxruntime on CPU (measured about 4x
 faster than eager PyTorch for EfficientNet-Lite0 on a 2-core machine), PyTorch on CUDA.
 """
@@ -77,6 +81,53 @@ class FeatureSet:
     @property
     def images_per_s(self) -> float:
         return (self.computed / self.seconds) if self.seconds > 0 and self.computed else 0.0
+
+
+_ENTRY_MAGIC = b"ECKSUM01"  # 8 bytes, then the 32-byte sha256 digest
+_TRAILER = len(_ENTRY_MAGIC) + 32
+
+
+def _entry_path(kdir: Path, sha: str) -> Path:
+    return kdir / sha[:2] / f"{sha}.npy"
+
+
+def _entry_digest(kdir: Path, sha: str, payload: bytes) -> bytes:
+    # The key is hashed with the bytes, so an intact entry copied over another one (right
+    # shape, valid array) still fails verification.
+    return hashlib.sha256(f"{kdir.name}/{sha}\n".encode() + payload).digest()
+
+
+def write_cached_features(kdir: Path, sha: str, features: np.ndarray) -> Path:
+    """Store one image's features atomically: ``.npy`` bytes + magic + sha256(key, bytes).
+
+    Args:
+        kdir: ``<cache>/bottleneck/<model key>``.
+        sha: sha1 of the image's bytes.
+        features: The image's ``[views, ...]`` float16 features.
+    """
+    buf = io.BytesIO()
+    np.save(buf, features, allow_pickle=False)
+    payload = buf.getvalue()
+    return atomic_write_bytes(_entry_path(kdir, sha), payload + _ENTRY_MAGIC + _entry_digest(kdir, sha, payload))
+
+
+def read_cached_features(kdir: Path, sha: str) -> np.ndarray | None:
+    """One image's cached features, or None when absent, unreadable or failing its checksum.
+
+    A miss is never an error: the caller recomputes the entry and writes it again.
+    """
+    f = _entry_path(kdir, sha)
+    try:
+        data = f.read_bytes()
+    except OSError:
+        return None
+    payload, magic, digest = data[:-_TRAILER], data[-_TRAILER:-32], data[-32:]
+    if len(data) <= _TRAILER or magic != _ENTRY_MAGIC or digest != _entry_digest(kdir, sha, payload):
+        return None  # damaged, truncated, written by an older edgecrack, or not this image's entry
+    try:
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
 
 
 def model_key(backbone: str, weights_id: str, contract: InputContract, fine_tune_blocks: int, pooled: bool,
@@ -196,13 +247,10 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
         sha = hashlib.sha1(data).hexdigest()
         hashes[i] = sha
         if kdir is not None:
-            f = kdir / sha[:2] / f"{sha}.npy"
-            if f.is_file():
-                try:
-                    results[i] = np.load(f)
-                    continue
-                except (ValueError, OSError):
-                    pass  # a damaged cache entry is recomputed
+            cached = read_cached_features(kdir, sha)
+            if cached is not None:
+                results[i] = cached
+                continue
         todo.append(i)
     hits = len(results)
     runner: _TrunkRunner | None = None  # built on the first decodable uncached image (export costs seconds)
@@ -234,9 +282,7 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
                 for j, fe in zip(good, feats):
                     results[j] = fe
                     if kdir is not None:
-                        buf = io.BytesIO()
-                        np.save(buf, fe)
-                        atomic_write_bytes(kdir / hashes[j][:2] / f"{hashes[j]}.npy", buf.getvalue())
+                        write_cached_features(kdir, hashes[j], fe)
             done += len(b)
             if progress:
                 progress(done, len(paths))
