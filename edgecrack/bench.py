@@ -479,14 +479,9 @@ def _dist_version(*names: str) -> str | None:
 
 
 def _cpu_model() -> str:
-    info = _read("/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "Processor", "cpu model"):
-        m = re.search(rf"^{key}\s*:\s*(.+)$", info, re.M)
-        if m:
-            return m.group(1).strip()
-    lscpu = _cmd(["lscpu"]) or ""
-    m = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
-    return m.group(1).strip() if m else (platform.processor() or platform.machine())
+    from .cpu import cpu_name
+
+    return cpu_name()
 
 
 def _physical_cores() -> int | None:

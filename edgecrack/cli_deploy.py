@@ -53,11 +53,27 @@ def export_cmd(
     parity_images: int = typer.Option(16, help="Real images for the PyTorch vs onnxruntime parity check (0: skip)."),
     triton: Optional[Path] = typer.Option(None, help="Also write a Triton model repository into this folder."),
     max_batch: int = typer.Option(32, help="Triton max_batch_size (with --triton)."),
+    precision: str = typer.Option("fp32", help="fp32 (model.onnx); fp16 (model.fp16.onnx) or int8 (TensorRT Q/DQ "
+                                  "model.qdq.onnx) are made from it and checked against FP32."),
+    calib: Optional[Path] = typer.Option(None, help="INT8 calibration folder (default: 64 images drawn from the run's training split)."),
+    eval_data: Optional[Path] = typer.Option(None, help="Labelled folder for the FP16/INT8 check (default: the run's validation + test split)."),
 ) -> None:
-    """Export a run's checkpoint to ONNX: preprocessing inside, manifest attached, parity recorded."""
+    """Export a run's checkpoint to ONNX: preprocessing inside, manifest attached, parity recorded.
+
+    With --precision fp16/int8 the FP32 model.onnx (exported first when missing) is converted and
+    checked against FP32 on held-out images; outside its budget nothing is written.
+    """
     from .export.from_run import onnx_from_run
 
-    path, m = onnx_from_run(run, out, opset, parity_images)
+    if precision not in ("fp32", "fp16", "int8"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown --precision {precision!r}", "use fp32, fp16 or int8")
+    fp32_path = Path(run) / "model.onnx"
+    if precision != "fp32" and fp32_path.is_file() and triton is None:
+        _precision_export(fp32_path, precision, calib, eval_data, out)
+        return
+    path, m = onnx_from_run(run, out if precision == "fp32" else None, opset, parity_images)
     par = m.extra.get("parity_torch_vs_ort") or {}
     console.print(f"[bold green]exported[/] {escape(str(path))} (opset {opset}, input {escape(m.input_name)} uint8 "
                   + escape(f"[N,{m.input.height},{m.input.width},3] BGR -> {m.output_name} {m.labels})"))
@@ -76,13 +92,29 @@ def export_cmd(
                               "export without --triton") from None
         repo = write_triton_repository(path, triton, [], max_batch)
         console.print(f"  Triton model repository: {escape(str(repo))}")
+    if precision != "fp32":
+        _precision_export(path, precision, calib, eval_data, out)
+
+
+def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=None) -> None:
+    from .export.precision import precision_onnx_from_onnx
+
+    console.print(f"[bold cyan]{precision.upper()}[/] from {escape(str(fp32_path))}, checked against FP32 on held-out images")
+    with _PhaseProgress() as prog:
+        r = precision_onnx_from_onnx(fp32_path, precision, out, calib, eval_data, progress=prog)
+    f = r.fidelity
+    console.print(f"[bold green]wrote[/] {escape(str(r.path))}: accuracy {f.accuracy:.3f} vs FP32 {f.fp32_accuracy:.3f} "
+                  f"({f.accuracy_delta_points:+.1f} pts), top-1 agreement {f.top1_agreement * 100:.1f} %, "
+                  f"max |dp| {f.max_abs_diff:.3f} on {escape(r.eval_images)}; TensorRT-ready")
+    if r.calibration:
+        console.print(f"  calibration: {escape(r.calibration)}")
 
 
 def build_engine_cmd(
     model: Path = typer.Argument(..., help="FP32 model.onnx (or its run folder)."),
     precision: str = typer.Option("fp16", help="fp32, fp16 or int8."),
     target: str = typer.Option("gpu", help="gpu: TensorRT engine; cpu: onnxruntime INT8 model (needs --precision int8)."),
-    calib: Optional[Path] = typer.Option(None, help="Calibration set folder (INT8). Default for --target cpu: calibration/deck."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration set folder (INT8). Default: 64 images drawn from the run's training split."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default model.<precision>.engine / model.int8.onnx)."),
     workspace_mb: int = typer.Option(1024, help="TensorRT builder workspace (MiB)."),
     max_batch: int = typer.Option(32, help="Largest batch of the engine's optimisation profile."),
@@ -91,7 +123,10 @@ def build_engine_cmd(
     timing_cache: Optional[Path] = typer.Option(None, help="TensorRT timing cache file (created or reused)."),
     formats: List[str] = typer.Option(["qdq-u8s8", "qop-u8s8", "qdq-s8s8"], "--format",
                                       help="CPU INT8 formats to measure (repeat): qdq-u8s8, qop-u8s8, qdq-s8s8, qop-u8u8."),
-    eval_data: Optional[Path] = typer.Option(None, help="Labelled folder for the CPU INT8 accuracy check (default: bundled deck minus calibration images)."),
+    eval_data: Optional[Path] = typer.Option(None, help="Labelled folder for the CPU INT8 accuracy check (default: the run's validation + test split)."),
+    min_agreement: float = typer.Option(0.99, help="CPU INT8: smallest accepted top-1 agreement with FP32."),
+    min_speedup: float = typer.Option(1.2, help="CPU INT8: smallest accepted speed-up over FP32 at --select-batch."),
+    reduce_range: str = typer.Option("auto", help="CPU INT8 7-bit weights: auto (x86 without VNNI), on, off."),
     accuracy_budget: float = typer.Option(0.01, help="Largest accepted accuracy drop vs FP32 (fraction; 0.01 = 1 point)."),
     calibrate_method: str = typer.Option("minmax", help="CPU INT8 calibration: minmax, entropy, percentile."),
     select_batch: int = typer.Option(1, help="CPU INT8: pick the fastest format at batch 1 (camera loop) or 8."),
@@ -108,7 +143,8 @@ def build_engine_cmd(
         if precision != "int8":
             raise ConfigError(f"--target cpu builds INT8 models; {precision} on CPU is {onnx_path.name} itself",
                               f"run {onnx_path} directly, or pass --precision int8")
-        _build_cpu_int8(onnx_path, calib, out, formats, eval_data, accuracy_budget, calibrate_method, select_batch, threads)
+        _build_cpu_int8(onnx_path, calib, out, formats, eval_data, accuracy_budget, calibrate_method, select_batch, threads,
+                        min_agreement, min_speedup, reduce_range)
         return
     from .export.tensorrt import EngineConfig, engine_from_onnx
 
@@ -132,16 +168,22 @@ def build_engine_cmd(
     console.print(f"  sidecar: {escape(path.name)}.json (the plan itself is unmodified)")
 
 
-def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, select_batch, threads) -> None:
-    from .export.quantize import QuantizeConfig, int8_from_onnx
+def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, select_batch, threads,
+                    min_agreement=0.99, min_speedup=1.2, reduce_range="auto") -> None:
+    from .export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
 
-    cfg = QuantizeConfig(calib=str(calib) if calib else "calibration/deck", formats=tuple(formats),
+    cfg = QuantizeConfig(calib=str(calib) if calib else None, formats=tuple(formats),
                          eval_data=str(eval_data) if eval_data else None, accuracy_budget=budget,
-                         calibrate_method=method, threads=threads, select_batch=select_batch)
+                         calibrate_method=method, threads=threads, select_batch=select_batch,
+                         min_agreement=min_agreement, min_speedup=min_speedup, reduce_range=reduce_range)
     console.print(f"[bold cyan]build-engine --target cpu[/] {escape(str(onnx_path))} -> onnxruntime INT8: measuring "
                   f"{', '.join(cfg.formats)} against FP32 (about 20-40 s per format on 2 cores)")
-    with _PhaseProgress() as prog:
-        res = int8_from_onnx(onnx_path, out, cfg, progress=prog)
+    try:
+        with _PhaseProgress() as prog:
+            res = int8_from_onnx(onnx_path, out, cfg, progress=prog)
+    except QuantizeRefused as e:
+        console.print(int8_table(e.fp32, e.candidates, "", "INT8 formats vs FP32: none is a win on this CPU"))
+        raise
     console.print(int8_table(res.fp32, res.candidates, res.chosen.name,
                              f"INT8 formats vs FP32 on {res.eval_images} held-out images ({res.manifest.extra['cpu']})"))
     d = res.manifest.extra["deltas_vs_fp32"]

@@ -67,26 +67,15 @@ def opencv_video_io() -> dict[str, str]:
 
 
 def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .cpu import cpu_name
+
+    return cpu_name()
 
 
 def _cpu_int8() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return "unknown"
-    have = [f for f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    if platform.machine() in ("aarch64", "arm64"):
-        return "arm64 (dot-product support decides INT8 speed; measure with build-engine --target cpu)"
-    return ", ".join(have) or "no AVX2/VNNI (INT8 likely slower than FP32)"
+    from .cpu import int8_isa
+
+    return int8_isa().summary
 
 
 def _jetson() -> str | None:

@@ -229,7 +229,7 @@ def evaluate_all(run: str | Path, data: str | Path, label_from: str = "folder", 
         except EdgecrackError as e:
             row.error = e.message
         rows.append(row)
-        if ref is None and m.kind == "onnx" and row.result is not None:
+        if ref is None and m.kind == "onnx" and precision == "fp32" and row.result is not None:
             ref = row
     if ref is not None:
         base = {p.image: p.predicted for p in ref.result.predictions}

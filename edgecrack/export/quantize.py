@@ -7,7 +7,14 @@ with the same calibration images, measures latency (batch 1 and 8) and accuracy 
 on labelled held-out images, keeps the fastest format within the accuracy budget, and records
 every candidate's numbers in the INT8 manifest.
 
-The graph input is ``uint8 NHWC BGR`` followed by the preprocessing ops (Transpose, Cast,
+An INT8 model is written only when it is within the accuracy budget, agrees with FP32 on at
+least ``min_agreement`` of the held-out images (top-1) *and* runs at least ``min_speedup`` times
+faster than FP32 at the selected batch on this machine; otherwise nothing is written and the
+error carries every measured number. Weights are quantized to 7 bits on x86 without VNNI
+(:mod:`edgecrack.cpu` says why). Calibration and the checks default to the run's own images
+(:mod:`edgecrack.splits`).
+
+The graph input is ``uint8 NHWC BGR`` followed by the preprocessing ops (Cast, Transpose,
 channel Gather, Mul/Add normalisation). Those are excluded from quantization: quantizing them
 would re-quantize already 8-bit pixels and put the mean/std arithmetic in int8. Calibration data
 comes from :mod:`edgecrack.calibration`, through the inference preprocessing.
@@ -24,8 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..calibration import CalibrationSource, load_calibration
-from ..data import DEFAULT_DATASET, content_hash, discover
+from ..calibration import CalibrationSource
 from ..errors import ArtifactError, BackendUnavailable, ConfigError, DatasetError
 from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
@@ -51,25 +57,33 @@ class QuantizeConfig:
     """Options of ``build-engine --target cpu --precision int8``.
 
     Attributes:
-        calib: Calibration set folder.
+        calib: Calibration set folder (None: a seeded stratified draw of 64 images from the
+            run's training split).
         formats: Candidate formats (keys of :data:`QUANT_FORMATS`), all measured.
-        eval_data: Labelled folder for the accuracy check (default: the bundled deck sample
-            minus the calibration images).
+        eval_data: Labelled folder for the accuracy check (None: the run's validation + test
+            split), minus the calibration images.
         accuracy_budget: Largest allowed accuracy drop vs FP32, as a fraction (0.01 = 1 point).
         per_channel: Per-channel weight scales (needed by depthwise convolutions).
         calibrate_method: ``minmax``, ``entropy`` or ``percentile``.
         moving_average: MinMax ranges as a moving average over calibration batches instead of
             the absolute extremes (measured on the bundled deck sample: the plain min/max ranges
             cost 1.2 accuracy points vs FP32, the moving average +0.3).
+        min_agreement: Smallest accepted top-1 agreement with FP32 on the held-out images.
+        min_speedup: Smallest accepted speed-up over FP32 at ``select_batch`` (an INT8 model
+            that is not faster is not a win).
+        reduce_range: 7-bit weights: ``auto`` (on x86 without VNNI), ``on`` or ``off``.
         threads: onnxruntime intra-op threads for the measurements (None: all cores).
         latency_runs: Timed runs per batch size (median reported).
         select_batch: Batch size whose latency decides the winner (1: camera loop, 8: batch jobs).
     """
 
-    calib: str = "calibration/deck"
+    calib: str | None = None
     formats: tuple[str, ...] = DEFAULT_FORMATS
     eval_data: str | None = None
     accuracy_budget: float = 0.01
+    min_agreement: float = 0.99
+    min_speedup: float = 1.2
+    reduce_range: str = "auto"
     per_channel: bool = True
     calibrate_method: str = "minmax"
     moving_average: bool = True
@@ -93,6 +107,7 @@ class Candidate:
     quantize_seconds: float = 0.0
     size_bytes: int = 0
     within_budget: bool = True
+    verdict: str = ""
 
     def speedup(self, ref: "Candidate", batch: int) -> float:
         return ref.latency_ms[str(batch)] / self.latency_ms[str(batch)]
@@ -134,6 +149,11 @@ def head_nodes(model) -> list[str]:
     return seen
 
 
+def float_nodes(model) -> list[str]:
+    """Nodes every INT8 variant keeps in float: the in-graph preprocessing and the classifier head."""
+    return preprocessing_nodes(model) + head_nodes(model)
+
+
 def preprocessing_nodes(model) -> list[str]:
     """Names of the nodes between the graph input and the first compute op (kept float)."""
     consumers: dict[str, list] = {}
@@ -162,29 +182,12 @@ def _validate(cfg: QuantizeConfig) -> None:
     if not 0 <= cfg.accuracy_budget < 1:
         raise ConfigError(f"--accuracy-budget must be a fraction in [0, 1), got {cfg.accuracy_budget}",
                           "e.g. 0.01 for one accuracy point")
+    if cfg.reduce_range not in ("auto", "on", "off"):
+        raise ConfigError(f"--reduce-range must be auto, on or off, got {cfg.reduce_range!r}")
+    if not 0 < cfg.min_agreement <= 1 or cfg.min_speedup <= 0:
+        raise ConfigError("--min-agreement must be in (0, 1] and --min-speedup positive")
     if cfg.select_batch not in (1, 8):
         raise ConfigError(f"--select-batch must be 1 or 8, got {cfg.select_batch}")
-
-
-def _eval_set(cfg: QuantizeConfig, calib: CalibrationSource, manifest: Manifest):
-    root = Path(cfg.eval_data) if cfg.eval_data else DEFAULT_DATASET
-    ds = discover(root, "folder", min_classes=1)
-    calib_hashes = {content_hash(p) for p in calib.paths}
-    keep = [s for s in ds.samples if s.label in manifest.labels and content_hash(s.path) not in calib_hashes]
-    if len(keep) < 20:
-        raise DatasetError(f"only {len(keep)} labelled images in {root} outside the calibration set; the INT8 accuracy "
-                           "check needs at least 20", "pass --eval-data with a larger labelled folder")
-    from ..preprocess import decode_image, preprocess
-    from ..errors import ImageDecodeError
-
-    imgs, ys = [], []
-    for s in keep:
-        try:
-            imgs.append(decode_image(s.path))
-            ys.append(manifest.labels.index(s.label))
-        except ImageDecodeError:
-            continue
-    return root, preprocess(imgs, manifest.input), np.array(ys)
 
 
 def _session(path_or_bytes, threads: int | None):
@@ -212,12 +215,6 @@ def _measure(sess, x: np.ndarray, input_name: str, runs: int) -> tuple[np.ndarra
             ts.append(time.perf_counter() - t0)
         lat[str(b)] = float(np.median(ts) * 1e3)
     return probs, lat
-
-
-def _decisions(probs: np.ndarray, m: Manifest) -> np.ndarray:
-    from ..metrics import predict_labels
-
-    return predict_labels(probs, m.positive_index, m.threshold)
 
 
 class _Reader:
@@ -268,15 +265,20 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     except ImportError as e:
         raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
+    from ..cpu import cpu_name, int8_isa
+    from .precision import calibration_for, decisions, eval_images_for
+
     say = progress or (lambda *_: None)
-    calib = load_calibration(cfg.calib)
-    root, x_eval, y_eval = _eval_set(cfg, calib, manifest)
+    isa = int8_isa()
+    reduce_range = isa.reduce_range if cfg.reduce_range == "auto" else cfg.reduce_range == "on"
+    calib = calibration_for(onnx_path, cfg.calib)
+    root, x_eval, y_eval = eval_images_for(onnx_path, cfg.eval_data, manifest, calib)
     fp32_bytes = onnx_path.read_bytes()
     fp32_sha = hashlib.sha256(fp32_bytes).hexdigest()
 
     say("measuring FP32", 0, 1)
     p0, lat0 = _measure(_session(fp32_bytes, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
-    d0 = _decisions(p0, manifest)
+    d0 = decisions(p0, manifest)
     acc0 = float((d0 == y_eval).mean())
     fp32 = Candidate("fp32", acc0, lat0, size_bytes=len(fp32_bytes))
     say("measuring FP32", 1, 1)
@@ -301,7 +303,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             prop = base.metadata_props.add()
             prop.key, prop.value = k, v
         onnx.save(base, str(pre))
-        excluded = preprocessing_nodes(base) + head_nodes(base)
+        excluded = float_nodes(base)
         for k, name in enumerate(cfg.formats):
             say(f"quantizing {name}", k, len(cfg.formats))
             fmt, act, wt = QUANT_FORMATS[name]
@@ -310,7 +312,8 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             with _quiet_root_logger():
                 quantize_static(str(pre), str(out_tmp), _Reader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
                                 activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
-                                per_channel=cfg.per_channel, nodes_to_exclude=excluded, calibrate_method=method,
+                                per_channel=cfg.per_channel, reduce_range=reduce_range, nodes_to_exclude=excluded,
+                                calibrate_method=method,
                                 extra_options=extra_options)
             qs = time.perf_counter() - t0
             blob = out_tmp.read_bytes()
@@ -320,24 +323,31 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
                 say(f"{name}: onnxruntime cannot run it ({str(e).splitlines()[0][:120]})", k + 1, len(cfg.formats))
                 continue
             p, lat = _measure(sess, x_eval, manifest.input_name, cfg.latency_runs)
-            d = _decisions(p, manifest)
+            d = decisions(p, manifest)
             acc = float((d == y_eval).mean())
             c = Candidate(name, acc, lat, accuracy_delta_points=round((acc - acc0) * 100, 3),
                           top1_agreement=float((p.argmax(1) == p0.argmax(1)).mean()),
                           decision_agreement=float((d == d0).mean()),
                           max_abs_diff=float(np.abs(p - p0).max()), mean_abs_diff=float(np.abs(p - p0).mean()),
-                          quantize_seconds=round(qs, 2), size_bytes=len(blob),
-                          within_budget=(acc0 - acc) <= cfg.accuracy_budget + 1e-9)
+                          quantize_seconds=round(qs, 2), size_bytes=len(blob))
+            c.verdict = _verdict(c, fp32, cfg)
+            c.within_budget = c.verdict == "ok"
             results.append(c)
             blobs[name] = blob
             say(f"quantizing {name}", k + 1, len(cfg.formats))
     ok = [c for c in results if c.within_budget]
-    if not ok:
-        table = ", ".join(f"{c.name}: {c.accuracy:.3f} ({c.accuracy_delta_points:+.1f} pts)" for c in results)
-        raise ArtifactError(f"no INT8 format stays within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32 "
-                            f"({acc0:.3f}) on {len(y_eval)} images: {table or 'none could run'}; nothing was written",
-                            "keep the FP32 model.onnx, try --calibrate-method entropy, or a larger calibration set")
     key = str(cfg.select_batch)
+    if not ok:
+        table = "; ".join(f"{c.name}: accuracy {c.accuracy:.3f} ({c.accuracy_delta_points:+.1f} pts), agreement "
+                          f"{c.top1_agreement * 100:.1f} %, x{c.speedup(fp32, cfg.select_batch):.2f} at batch {key} "
+                          f"({c.verdict})" for c in results)
+        raise QuantizeRefused(
+            f"no INT8 format is a win on this CPU ({isa.summary}); FP32 {acc0:.3f} at {fp32.latency_ms[key]:.1f} ms "
+            f"(batch {key}) on {root}: {table or 'none could run'}. Needed: within "
+            f"{cfg.accuracy_budget * 100:.1f} points, top-1 agreement >= {cfg.min_agreement * 100:.0f} %, "
+            f">= x{cfg.min_speedup:.2f}. Nothing was written",
+            "keep the FP32 model.onnx on this CPU; on a GPU use the TensorRT Q/DQ model (edgecrack export RUN "
+            "--precision int8)", fp32=fp32, candidates=results)
     chosen = min(ok, key=lambda c: c.latency_ms[key])
     fmt, act, wt = QUANT_FORMATS[chosen.name]
     extra = {
@@ -347,14 +357,18 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
         "activation_type": act,
         "weight_type": wt,
         "per_channel": cfg.per_channel,
+        "reduce_range": reduce_range,
+        "cpu_isa": isa.summary,
+        "min_agreement": cfg.min_agreement,
+        "min_speedup": cfg.min_speedup,
         "calibrate_method": cfg.calibrate_method,
         "calibration_moving_average": bool(extra_options),
         "calibration_hash": calib.hash,
         "calibration_images": len(calib),
-        "calibration_set": str(calib.root),
+        "calibration_set": str(calib.meta.get("source") or calib.root),
         "excluded_nodes": excluded,
         "onnx_sha256": fp32_sha,
-        "eval": {"data": str(root), "images": int(len(y_eval)), "threshold": manifest.threshold},
+        "eval": {"data": root, "images": int(len(y_eval)), "threshold": manifest.threshold},
         "fp32": asdict(fp32),
         "int8": asdict(chosen),
         "deltas_vs_fp32": {
@@ -364,8 +378,9 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             "speedup_batch8": round(chosen.speedup(fp32, 8), 3),
         },
         "candidates": [asdict(c) for c in results],
-        "selected_by": f"lowest batch-{key} latency within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32",
-        "cpu": _cpu_name(),
+        "selected_by": f"lowest batch-{key} latency within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
+                       f"top-1 agreement >= {cfg.min_agreement * 100:.0f} %, speed-up >= x{cfg.min_speedup:.2f}",
+        "cpu": cpu_name(),
         "threads": cfg.threads,
     }
     versions = dict(manifest.versions, onnxruntime=ort.__version__, onnx=onnx.__version__)
@@ -395,13 +410,21 @@ class _quiet_root_logger:
         logging.getLogger().setLevel(self._lvl)
 
 
-def _cpu_name() -> str:
-    import platform
+def _verdict(c: Candidate, fp32: Candidate, cfg: QuantizeConfig) -> str:
+    why = []
+    if fp32.accuracy - c.accuracy > cfg.accuracy_budget + 1e-9:
+        why.append(f"{-c.accuracy_delta_points:.1f} pts over budget")
+    if c.top1_agreement < cfg.min_agreement - 1e-9:
+        why.append(f"agreement {c.top1_agreement * 100:.1f} % < {cfg.min_agreement * 100:.0f} %")
+    if c.speedup(fp32, cfg.select_batch) < cfg.min_speedup:
+        why.append(f"x{c.speedup(fp32, cfg.select_batch):.2f} < x{cfg.min_speedup:.2f}")
+    return "; ".join(why) or "ok"
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+
+class QuantizeRefused(ArtifactError):
+    """No INT8 candidate is a win; carries the measurements for reports and tests."""
+
+    def __init__(self, message: str, hint: str, fp32: Candidate, candidates: list[Candidate]):
+        super().__init__(message, hint)
+        self.fp32 = fp32
+        self.candidates = candidates

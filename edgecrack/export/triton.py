@@ -204,7 +204,7 @@ def write_triton_repository(onnx_path: Path, out_dir: Path, engine_paths: Iterab
     if manifest.output_name is None or not manifest.labels:
         raise ArtifactError(f"{onnx_path}: manifest has no output labels", "re-export the model with edgecrack export")
     onnx_sha = sha256_file(onnx_path)
-    onnx_precision = "int8" if manifest.kind == "onnx-int8" else "fp32"
+    onnx_precision = manifest.extra.get("precision") or ("int8" if manifest.kind == "onnx-int8" else "fp32")
     labels_txt = "\n".join(manifest.labels) + "\n"
     manifest_json = json.dumps(manifest.to_dict(), indent=2) + "\n"
     sidecar = sidecar_path(onnx_path)

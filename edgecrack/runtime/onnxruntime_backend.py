@@ -93,7 +93,7 @@ class OnnxRuntimeBackend(Backend):
         return {
             "library": f"onnxruntime {ort.__version__}",
             "device": self.device,
-            "precision": "int8" if self.manifest.kind == "onnx-int8" else "fp32",
+            "precision": self.manifest.extra.get("precision") or ("int8" if self.manifest.kind == "onnx-int8" else "fp32"),
             "providers": self._sess.get_providers() if self._sess else _PROVIDERS[self.device],
             "threads": self.threads or os.cpu_count(),
         }

@@ -26,6 +26,7 @@ from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..manifest import Manifest, read_manifest, write_manifest
 from ..metrics import choose_threshold, classification_report
 from ..preprocess import InputContract, preprocess_files
+from ..splits import SPLITS_FILE
 from .backbones import BACKBONES, load_backbone
 from .bottleneck import VIEWS, default_cache_dir, features_from_images, model_key
 from .loop import EpochStats, LoopConfig, fit_linear_head, logits_from_features, train_on_features
@@ -372,6 +373,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     )
     save_checkpoint(net, manifest, run)
     atomic_write_json(run / "config.json", cfg.to_dict())
+    atomic_write_json(run / SPLITS_FILE, {
+        "schema": 1, "seed": cfg.loop.seed,
+        "note": "images of each split; INT8/FP16 calibration draws from train, their accuracy checks use "
+                "validation + test",
+        **{name: [{"path": str(Path(fs.paths[r]).resolve()), "sha1": fs.hashes[r], "label": classes[int(y)]}
+                  for r, y in zip(rr, yy)]
+           for name, rr, yy in (("train", tr_rows, tr_y), ("validation", va_rows, va_y), ("test", te_rows, te_y))}})
     hist_rows = [asdict(h) for h in history]
     _write_history(run / "history.csv", hist_rows)
     atomic_write_text(run / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))

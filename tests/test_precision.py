@@ -1,0 +1,107 @@
+"""FP16 and TensorRT Q/DQ INT8 ONNX made and checked on CPU; calibration and checks from the run's own images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from edgecrack.cli import app
+from edgecrack.errors import ArtifactError, ConfigError, DatasetError
+from edgecrack.export.graph import tensorrt_readiness
+from edgecrack.export.precision import calibration_for, eval_images_for, precision_onnx_from_onnx
+from edgecrack.manifest import read_manifest
+from edgecrack.splits import SPLITS_FILE
+
+
+def test_run_records_its_splits(trained_run, small_deck):
+    d = json.loads((trained_run / SPLITS_FILE).read_text())
+    names = {n: {e["path"] for e in d[n]} for n in ("train", "validation", "test")}
+    assert sum(len(v) for v in names.values()) == 40
+    assert not (names["train"] & names["validation"]) and not (names["train"] & names["test"])
+    assert all(p.startswith(str(small_deck.resolve())) for p in names["train"])
+
+
+def test_calibration_and_eval_default_to_the_runs_own_splits(trained_run, trained_onnx):
+    d = json.loads((trained_run / SPLITS_FILE).read_text())
+    train = {e["path"] for e in d["train"]}
+    cal = calibration_for(trained_onnx, None)
+    assert len(cal) == len(train) and {str(p) for p in cal.paths} <= train  # fewer than 64: all of them
+    m = read_manifest(trained_onnx)
+    with pytest.raises(DatasetError, match="at least 20"):  # 12 held-out images in a 40-image run
+        eval_images_for(trained_onnx, None, m, cal)
+
+
+def test_no_run_folder_means_explicit_data(trained_onnx, tmp_path):
+    lone = tmp_path / "model.onnx"
+    shutil.copy(trained_onnx, lone)
+    shutil.copy(trained_onnx.with_name("model.onnx.json"), tmp_path / "model.onnx.json")
+    with pytest.raises(DatasetError, match="--calib"):
+        calibration_for(lone, None)
+
+
+def test_fp16_onnx_keeps_the_contract_and_agrees(trained_onnx, holdout_deck, tmp_path):
+    r = precision_onnx_from_onnx(trained_onnx, "fp16", tmp_path / "model.fp16.onnx", eval_data=holdout_deck)
+    model = onnx.load(str(r.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_w = [numpy_helper.to_array(i) for i in model.graph.initializer if i.dims and len(i.dims) == 4]
+    assert conv_w and all(w.dtype == np.float16 for w in conv_w)
+    assert tensorrt_readiness(model).ok
+    f = r.fidelity
+    assert f.n == 40 and f.top1_agreement >= 0.95 and f.max_abs_diff < 0.05
+    assert f.accuracy >= f.fp32_accuracy - 0.005
+    m = read_manifest(r.path)
+    assert m.kind == "onnx" and m.extra["precision"] == "fp16" and m.extra["fidelity_vs_fp32"]["n"] == 40
+
+
+def test_qdq_int8_is_tensorrt_style(trained_onnx, holdout_deck, deck_dir, tmp_path):
+    calib = tmp_path / "cal"
+    for cls in ("CD", "UD"):
+        (calib / cls).mkdir(parents=True)
+        for p in sorted((deck_dir / cls).glob("*.jpg"))[40:56]:
+            shutil.copy(p, calib / cls / p.name)
+    r = precision_onnx_from_onnx(trained_onnx, "int8", tmp_path / "model.qdq.onnx", calib=calib,
+                                 eval_data=holdout_deck, budget=0.99)
+    model = onnx.load(str(r.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for n in qdq:  # symmetric int8 everywhere, no int32 bias
+        z = inits[n.input[2]]
+        assert z.dtype == np.int8 and not z.any(), n.name
+    per_channel = [n for n in qdq if inits[n.input[1]].size > 1]
+    assert per_channel and all(n.input[0] in inits for n in per_channel)  # per-channel only on weights
+    assert tensorrt_readiness(model).ok
+    m = read_manifest(r.path)
+    assert m.extra["format"] == "qdq-tensorrt" and m.extra["calibration_images"] == 32
+    assert 0.5 <= r.fidelity.top1_agreement <= 1.0
+
+
+def test_over_budget_writes_nothing(trained_onnx, holdout_deck, tmp_path):
+    """Calibrated on black frames (the wrong data), INT8 ranges clip every real image: refused."""
+    import cv2
+
+    calib = tmp_path / "black" / "CD"
+    calib.mkdir(parents=True)
+    for i in range(8):
+        cv2.imwrite(str(calib / f"{i}.png"), np.zeros((256, 256, 3), np.uint8))
+    out = tmp_path / "model.qdq.onnx"
+    with pytest.raises(ArtifactError, match="nothing written") as e:
+        precision_onnx_from_onnx(trained_onnx, "int8", out, calib=calib.parent, eval_data=holdout_deck, budget=0.0)
+    assert "agreement" in e.value.message and not out.exists()
+    with pytest.raises(ConfigError, match="not an ONNX precision"):
+        precision_onnx_from_onnx(trained_onnx, "int4", out, eval_data=holdout_deck)
+
+
+def test_export_cli_writes_fp16_next_to_the_run(trained_run, holdout_deck):
+    r = CliRunner().invoke(app, ["export", str(trained_run), "--precision", "fp16", "--eval-data", str(holdout_deck)])
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement" in r.output and (trained_run / "model.fp16.onnx").is_file()
+    (trained_run / "model.fp16.onnx").unlink()
+    (trained_run / "model.fp16.onnx.json").unlink()
