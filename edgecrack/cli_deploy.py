@@ -37,7 +37,7 @@ class _PhaseProgress:
         total = self._totals.get(phase, 0)
         if phase not in self._tasks:
             if not total:
-                console.print(f"  {phase}")
+                console.print(f"  {escape(str(phase))}")
                 self._tasks[phase] = -1
                 return
             self._tasks[phase] = self._p.add_task(phase, total=total)
@@ -59,7 +59,7 @@ def export_cmd(
 
     path, m = onnx_from_run(run, out, opset, parity_images)
     par = m.extra.get("parity_torch_vs_ort") or {}
-    console.print(f"[bold green]exported[/] {path} (opset {opset}, input {m.input_name} uint8 "
+    console.print(f"[bold green]exported[/] {escape(str(path))} (opset {opset}, input {m.input_name} uint8 "
                   f"[N,{m.input.height},{m.input.width},3] BGR -> {m.output_name} {m.labels})")
     if par:
         console.print(f"  parity PyTorch vs onnxruntime on {par['n']} real images: max |dp| {par['max_abs_diff']:.2e}, "
@@ -75,7 +75,7 @@ def export_cmd(
             raise ConfigError("--triton is not available in this build (edgecrack.export.triton is missing)",
                               "export without --triton") from None
         repo = write_triton_repository(path, triton, [], max_batch)
-        console.print(f"  Triton model repository: {repo}")
+        console.print(f"  Triton model repository: {escape(str(repo))}")
 
 
 def build_engine_cmd(
@@ -115,21 +115,21 @@ def build_engine_cmd(
     cfg = EngineConfig(precision=precision, calib=str(calib) if calib else None, workspace_mb=workspace_mb,
                        max_batch=max_batch, opt_batch=min(opt_batch, max_batch), dla_core=dla_core,
                        timing_cache=str(timing_cache) if timing_cache else None)
-    console.print(f"[bold cyan]build-engine[/] {onnx_path} -> TensorRT {precision}"
+    console.print(f"[bold cyan]build-engine[/] {escape(str(onnx_path))} -> TensorRT {precision}"
                   f"{' on DLA core ' + str(dla_core) if dla_core is not None else ''}, batch 1..{max_batch} "
                   f"(opt {cfg.opt_batch})")
     with _PhaseProgress() as prog:
         path, m = engine_from_onnx(onnx_path, out, config=cfg, progress=prog)
     ex = m.extra
     par = ex.get("parity_vs_onnxruntime") or {}
-    console.print(f"[bold green]built[/] {path} in {ex['build_seconds']:.1f}s: TensorRT {ex['tensorrt_version']}, "
+    console.print(f"[bold green]built[/] {escape(str(path))} in {ex['build_seconds']:.1f}s: TensorRT {ex['tensorrt_version']}, "
                   f"{ex['gpu_name']} (sm {ex['compute_capability']}), {ex['precision']}"
                   + (f", calibration {ex['calibration_hash']} ({ex['calibration_images']} images"
                      f"{', cache reused' if ex.get('calibration_cache_reused') else ''})" if ex.get("calibration_hash") else ""))
     if par:
         console.print(f"  parity vs onnxruntime FP32 on {par['n']} real images: max |dp| {par['max_abs_diff']:.3g}, "
                       f"top-1 agreement {par['top1_agreement'] * 100:.1f} %")
-    console.print(f"  sidecar: {path.name}.json (the plan itself is unmodified)")
+    console.print(f"  sidecar: {escape(path.name)}.json (the plan itself is unmodified)")
 
 
 def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, select_batch, threads) -> None:
@@ -138,18 +138,18 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
     cfg = QuantizeConfig(calib=str(calib) if calib else "calibration/deck", formats=tuple(formats),
                          eval_data=str(eval_data) if eval_data else None, accuracy_budget=budget,
                          calibrate_method=method, threads=threads, select_batch=select_batch)
-    console.print(f"[bold cyan]build-engine --target cpu[/] {onnx_path} -> onnxruntime INT8: measuring "
+    console.print(f"[bold cyan]build-engine --target cpu[/] {escape(str(onnx_path))} -> onnxruntime INT8: measuring "
                   f"{', '.join(cfg.formats)} against FP32 (about 20-40 s per format on 2 cores)")
     with _PhaseProgress() as prog:
         res = int8_from_onnx(onnx_path, out, cfg, progress=prog)
     console.print(int8_table(res.fp32, res.candidates, res.chosen.name,
                              f"INT8 formats vs FP32 on {res.eval_images} held-out images ({res.manifest.extra['cpu']})"))
     d = res.manifest.extra["deltas_vs_fp32"]
-    console.print(f"[bold green]wrote[/] {res.path} ({res.chosen.name}): accuracy {res.chosen.accuracy:.3f} vs FP32 "
+    console.print(f"[bold green]wrote[/] {escape(str(res.path))} ({res.chosen.name}): accuracy {res.chosen.accuracy:.3f} vs FP32 "
                   f"{res.fp32.accuracy:.3f} ({d['accuracy_points']:+.1f} pts), top-1 agreement "
                   f"{d['top1_agreement'] * 100:.1f} %, speed x{d['speedup_batch1']:.2f} at batch 1, "
                   f"x{d['speedup_batch8']:.2f} at batch 8")
-    console.print(f"  calibration: {res.calibration}")
+    console.print(f"  calibration: {escape(str(res.calibration))}")
 
 
 def int8_table(fp32, candidates, chosen: str, title: str) -> Table:
@@ -178,8 +178,8 @@ def calibration_build_cmd(
     from .calibration import build_calibration_set
 
     s = build_calibration_set(out, source, n, seed, label_from)
-    console.print(f"[bold green]calibration set[/] {s.describe()}")
-    console.print(f"  use it: edgecrack build-engine MODEL.onnx --precision int8 --calib {out}")
+    console.print(f"[bold green]calibration set[/] {escape(s.describe())}")
+    console.print(f"  use it: edgecrack build-engine MODEL.onnx --precision int8 --calib {escape(str(out))}")
 
 
 def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

@@ -13,9 +13,10 @@ import typer
 
 def run_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="Run folder, .onnx (FP32/INT8) or TensorRT engine."),
-    source: Optional[str] = typer.Option(None, "--source", "-s",
+    source: Optional[str] = typer.Option(None, "--source", "-s", envvar="EDGECRACK_RUN_SOURCE", show_envvar=True,
                                          help="Video file, image folder, glob, rtsp://, http(s)://, csi://N[?width=&height=&fps=], "
-                                              "/dev/videoN or a GStreamer pipeline ('... ! appsink')."),
+                                              "/dev/videoN or a GStreamer pipeline ('... ! appsink'). From the environment, "
+                                              "a stream password stays out of the process list."),
     camera: Optional[int] = typer.Option(None, "--camera", "-c", help="Camera index (USB/V4L2), e.g. 0."),
     backend: str = typer.Option("auto", help="auto (TensorRT -> ORT CUDA -> ORT CPU), tensorrt, onnxruntime-cuda, "
                                              "onnxruntime-cpu, torch, triton."),
@@ -47,6 +48,8 @@ def run_cmd(
     give_up: Optional[float] = typer.Option(None, help="Live sources: end after this long without a frame "
                                                        "(default: never, keep reconnecting)."),
     gstreamer: str = typer.Option("auto", help="GStreamer pipelines via: auto, opencv, gst-launch."),
+    max_abandoned: int = typer.Option(3, help="Live sources: captures stuck in a read that never returns before the run "
+                                              "fails (exit 1) so its supervisor restarts it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-frame console output (logs and summary only)."),
 ) -> None:
     """Inspect a camera, stream, video or image folder for cracks, frame by frame.
@@ -57,6 +60,8 @@ def run_cmd(
     import os
 
     import cv2
+
+    from rich.markup import escape
 
     from .cli_common import console, err_console
     from .errors import ConfigError
@@ -71,7 +76,7 @@ def run_cmd(
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     opts = SourceOptions(width=width, height=height, fps=fps, flip=flip, watchdog_s=watchdog, wait_s=wait,
-                         give_up_s=give_up, gstreamer=gstreamer)
+                         give_up_s=give_up, gstreamer=gstreamer, max_abandoned=max_abandoned)
     cfg = RunConfig(source=str(camera) if camera is not None else source, model=str(model), backend=backend,
                     strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch,
                     threshold=threshold, min_tiles=min_tiles, smooth=smooth, logs=[str(p) for p in log or []],
@@ -79,23 +84,32 @@ def run_cmd(
                     save_flagged=str(save_flagged) if save_flagged else None, show=show, overlay=overlay,
                     max_frames=max_frames, source_options=opts)
 
+    # Paths and names are printed literally: a file called "[bold]a.jpg" is not markup.
     def started(info, backend_text: str) -> None:
-        err_console.print(f"[bold cyan]run[/] {info.source} ({info.source_kind}) with {backend_text.splitlines()[0]}"
-                          f"  threshold {info.threshold:.3f} on {info.positive_label}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"[bold cyan]run[/] {escape(info.source)} ({info.source_kind}) with "
+                          f"{escape(backend_text.splitlines()[0])}  threshold {info.threshold:.3f} on "
+                          f"{escape(str(info.positive_label))}", highlight=False, soft_wrap=True)
         for line in backend_text.splitlines()[1:]:
-            err_console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
+            err_console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
 
-    summary = run(cfg, sinks=[ConsoleSink(console, err_console, "quiet" if quiet else "auto")], on_start=started)
+    def connecting(src) -> None:
+        within = f" (retrying for up to {wait:g} s)" if wait > 0 else ""
+        err_console.print(f"connecting to {escape(src.description)}{within}", highlight=False, soft_wrap=True)
+
+    summary = run(cfg, sinks=[ConsoleSink(console, err_console, "quiet" if quiet else "auto")], on_start=started,
+                  on_connect=connecting)
     err_console.print(summary_text(summary), highlight=False, soft_wrap=True)
 
 
 def summary_text(s) -> str:
-    """The five-second summary: what ran, how fast, what was found, where it went."""
+    """The five-second summary: what ran, how fast, what was found, where it went (rich markup;
+    every value in it escaped)."""
+    from rich.markup import escape
+
     src = s.source
     st = s.stages
     lines = [f"[bold]summary[/] {s.frames} frames in {s.seconds:.1f} s ({s.fps:.1f} fps, {s.tiles_per_s:.1f} tiles/s) "
-             f"on {s.backend.get('backend')}; stopped: {s.stop_reason}",
+             f"on {escape(str(s.backend.get('backend')))}; stopped: {escape(s.stop_reason)}",
              f"  cracked frames {s.cracked_frames}/{s.frames}; dropped {src['dropped']}, skipped {src['skipped']}, "
              f"reconnects {src['reconnects']}, events {s.events}"]
     parts = [f"{k} {st[k].get('ms_per_frame', 0):.1f}" for k in ("capture", "preprocess", "inference", "postprocess", "sinks")]
@@ -103,7 +117,7 @@ def summary_text(s) -> str:
     lines.append("  ms/frame: " + ", ".join(parts) + (f"; latency p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms"
                                                        if "p50_ms" in lat else ""))
     for k, v in s.outputs.items():
-        lines.append(f"  {k}: {v}")
+        lines.append(f"  {k}: {escape(str(v))}")
     return "\n".join(lines)
 
 

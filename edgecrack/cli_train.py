@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import console, err_console, user_errors
@@ -23,10 +24,10 @@ def _rich_reporter():
             self._task = None
 
         def stage(self, name, detail=""):
-            console.print(f"[bold cyan]{name}[/] {detail}")
+            console.print(f"[bold cyan]{name}[/] {escape(str(detail))}")
 
         def message(self, text):
-            console.print(f"  {text}")
+            console.print(f"  {escape(str(text))}")
 
         def progress(self, task, done, total):
             if self._prog is None:
@@ -142,14 +143,14 @@ def train_cmd(
     res = train(cfg, _rich_reporter())
     best = (f"exact head, L2 {res.metrics['best_l2']:.0e}" if res.metrics.get("solver") == "lbfgs"
             else f"best epoch {res.best_epoch}")
-    console.print(_metrics_table(res.metrics, f"edgecrack train: {res.manifest.backbone}, {best}"))
+    console.print(_metrics_table(res.metrics, escape(f"edgecrack train: {res.manifest.backbone}, {best}")))
     thr = res.manifest.threshold
     tm = res.timings
     console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "
                   f"{tm['training_s']:.1f}s)  threshold {thr if thr is None else f'{thr:.3f}'} on "
-                  f"{res.manifest.positive_label}  skipped {len(res.skipped)} files")
+                  f"{escape(str(res.manifest.positive_label))}  skipped {len(res.skipped)} files")
     written = ["checkpoint.safetensors"] + (["model.onnx"] if cfg.export else []) + ["metrics.json"] + (["plots/"] if cfg.plots else [])
-    console.print(f"run folder: {res.run_dir}  ({', '.join(written)})")
+    console.print(f"run folder: {escape(str(res.run_dir))}  ({', '.join(written)})")
 
 
 def eval_cmd(
@@ -173,18 +174,18 @@ def eval_cmd(
                                             "accuracy_delta_points": r.accuracy_delta_points,
                                             "agreement_with_fp32": r.agreement, "error": r.error} for r in rows]))
             return
-        t = Table(title=f"artifacts of {artifact} on {data}")
+        t = Table(title=escape(f"artifacts of {artifact} on {data}"))
         for col in ("artifact", "precision", "backend", "n", "accuracy", "Δ vs FP32", "agree", "ROC-AUC"):
             t.add_column(col, justify="left" if col in ("artifact", "precision", "backend") else "right")
         for r in rows:
             if r.result is None:
-                t.add_row(r.artifact.name, r.precision, "[yellow]cannot run here[/]", "-", "-", "-", "-", "-")
+                t.add_row(escape(r.artifact.name), r.precision, "[yellow]cannot run here[/]", "-", "-", "-", "-", "-")
                 continue
             mt = r.result.metrics
             d = r.accuracy_delta_points
             dtxt = "-" if d is None else ("ref" if r.kind == "onnx" and abs(d) < 1e-9 and r.agreement == 1.0 else f"{d:+.1f} pts")
             auc = mt.get("roc_auc")
-            t.add_row(r.artifact.name, r.precision, r.result.backend["backend"], str(mt["n"]), f"{mt['accuracy']:.3f}", dtxt,
+            t.add_row(escape(r.artifact.name), r.precision, r.result.backend["backend"], str(mt["n"]), f"{mt['accuracy']:.3f}", dtxt,
                       "-" if r.agreement is None else f"{r.agreement * 100:.1f}%", "-" if auc is None else f"{auc:.3f}")
         console.print(t)
         for r in rows:
@@ -195,9 +196,10 @@ def eval_cmd(
     if json_out:
         console.print_json(json.dumps({"artifact": res.artifact, "backend": res.backend, "metrics": res.metrics}))
         return
-    console.print(_metrics_table({"eval": res.metrics}, f"{Path(res.artifact).name} on {res.backend['backend']}"))
+    console.print(_metrics_table({"eval": res.metrics}, escape(f"{Path(res.artifact).name} on {res.backend['backend']}")))
     if res.skipped:
-        err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]))
+        err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]),
+                          markup=False)
 
 
 def predict_cmd(
@@ -223,7 +225,7 @@ def predict_cmd(
 
     preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show)
     for p, why in skipped:
-        err_console.print(f"skipped {p}: {why}")
+        err_console.print(f"skipped {p}: {why}", markup=False, soft_wrap=True)
     if not preds:
         err_console.print("[bold red]error:[/] no image could be predicted")
         raise typer.Exit(1)

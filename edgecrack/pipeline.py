@@ -20,12 +20,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, SourceError
 from .preprocess import preprocess
-from .sources import Frame, Source, SourceEvent, SourceOptions, open_source
+from .redact import redact, redact_record
+from .sources import STOP_JOIN_S, Frame, Source, SourceEvent, SourceOptions, open_source
 from .tiling import EDGE_MODES, OVERLAY_MODES, TemporalSmoother, TileGrid, crack_map_from_probs, tile_grid, tiles_from_frame
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "sinks")
+#: Longest wait for the sink thread to write what is queued when the run stops.
+SINK_FINISH_S = 10.0
+#: Upper bound of a clean stop after SIGTERM, the frame in flight aside: the source's thread,
+#: the sink thread, and a margin for closing files and the backend. The systemd unit's
+#: TimeoutStopSec must exceed it (tests/test_robustness.py checks).
+STOP_TIMEOUT_S = STOP_JOIN_S + SINK_FINISH_S + 5.0
 
 
 @dataclass
@@ -106,8 +113,12 @@ class RunConfig:
                 raise ConfigError(f"--log {log}: the file type is taken from the suffix", "name it *.jsonl or *.csv")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as recorded in logs: credentials in ``source`` and ``url`` are masked."""
         d = asdict(self)
         d["source_options"] = asdict(self.source_options)
+        d["source"] = redact(self.source)
+        if self.url:
+            d["url"] = redact(self.url)
         return d
 
 
@@ -224,9 +235,9 @@ class RunInfo:
     request_stop: Callable[[str], None]
 
     def to_record(self) -> dict[str, Any]:
-        return {"type": "start", "time": round(self.started, 6), "source": self.source, "source_kind": self.source_kind,
-                "live": self.live, "fps": self.fps, "backend": self.backend,
-                "backend_skipped": [list(s) for s in self.backend_skipped], "labels": self.labels,
+        return {"type": "start", "time": round(self.started, 6), "source": redact(self.source),
+                "source_kind": self.source_kind, "live": self.live, "fps": self.fps, "backend": redact_record(self.backend),
+                "backend_skipped": redact_record([list(s) for s in self.backend_skipped]), "labels": self.labels,
                 "positive_label": self.positive_label, "threshold": self.threshold, "config": self.config.to_dict()}
 
 
@@ -332,9 +343,15 @@ class _SinkThread:
             except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
                 self.error = e
 
-    def finish(self) -> None:
-        self.q.put(None)
-        self.thread.join()
+    def finish(self, timeout: float = SINK_FINISH_S) -> None:
+        """Let the sinks write what is queued, waiting at most ``timeout`` (a hung disk must not
+        hold a stopping service past its stop timeout)."""
+        end = time.monotonic() + timeout
+        try:
+            self.q.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self.thread.join(max(0.0, end - time.monotonic()))
 
 
 class _Stopper:
@@ -533,7 +550,8 @@ class _Prepared:
 
 
 def run(config: RunConfig, sinks: list[Sink] | None = None,
-        on_start: Callable[[RunInfo, str], None] | None = None) -> RunSummary:
+        on_start: Callable[[RunInfo, str], None] | None = None,
+        on_connect: Callable[[Source], None] | None = None) -> RunSummary:
     """Inspect a source with a model until it ends, ``max_frames``, or a stop signal.
 
     Args:
@@ -541,6 +559,8 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         sinks: Outputs besides those named in ``config`` (e.g. the console sink of the CLI).
         on_start: Called once the backend and source are open, with the run info and the
             backend selection's description (the CLI prints it).
+        on_connect: Called with a live source just before connecting to it (which can take
+            up to ``source_options.wait_s``).
 
     Returns:
         The run's summary (also written to the logs).
@@ -548,17 +568,18 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
     Raises:
         ConfigError: Invalid options.
         ArtifactError, BackendUnavailable: The model cannot run here.
-        SourceError: The source cannot be opened.
+        SourceError: The source cannot be opened, or failed for good during the run (the
+            logs are closed with their summary first).
     """
     from .runtime import open_backend
     from .sinks import sinks_from_config
 
     config.validate()
+    own_sinks = sinks_from_config(config)  # checks outputs (display, writable paths) before anything opens
     src = open_source(config.source, config.source_options)
     if config.smooth > 1 and src.kind == "images":
         raise ConfigError("--smooth averages consecutive video frames; an image folder has none",
                           "drop --smooth for folders and globs")
-    own_sinks = sinks_from_config(config)  # checks outputs (display, writable paths) before loading anything
     sel = open_backend(config.model, config.backend, strict=config.strict, threads=config.threads, url=config.url)
     timer = StageTimer()
     stopper = _Stopper(config.handle_signals)
@@ -572,7 +593,9 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
     try:
         insp = Inspector(sel.backend, config.tile, config.stride, config.edge, config.batch, config.threshold,
                          config.min_tiles, config.smooth, timer)
-        src.start()
+        if on_connect is not None and src.live:
+            on_connect(src)
+        src.start(cancel=stopper.event)
         m = sel.backend.manifest
         info = RunInfo(config, sel.backend.info(), list(sel.skipped), src.description, src.kind, src.live, src.fps,
                        list(m.labels), m.positive_label, insp.threshold, time.time(), stopper.request)
@@ -588,6 +611,7 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         pending: list[_Pending] = []
         pending_tiles = 0
         stop_reason = "source ended"
+        failure: SourceError | None = None
 
         def flush() -> None:
             nonlocal pending, pending_tiles, frames, cracked, tiles
@@ -609,7 +633,12 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
             if config.max_frames is not None and frames + len(pending) >= config.max_frames:
                 stop_reason = f"max frames ({config.max_frames})"
                 break
-            p = prepared.get(timeout=0.25)
+            try:
+                p = prepared.get(timeout=0.25)
+            except SourceError as e:
+                failure = e
+                stop_reason = f"source failed: {e.message}"
+                break
             if p is None:
                 if prepared.ended:
                     stop_reason = src.end_reason or "source ended"
@@ -638,6 +667,8 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
                              round(frames / elapsed, 3) if elapsed > 0 else 0.0,
                              round(tiles / elapsed, 3) if elapsed > 0 else 0.0, timer.summary(frames), stop_reason,
                              events, outputs)
+        if failure is not None:
+            raise failure  # after the summary exists, so the logs end with it
         return summary
     finally:
         stopper.restore()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from rich.markup import escape
 
 from .errors import ConfigError
 from .io import _json_default, atomic_write_bytes
@@ -137,7 +138,7 @@ class ConsoleSink(Sink):
             return
         self._clear_status()
         colour = {"skipped": "yellow", "connected": "green", "reconnected": "green"}.get(ev.kind, "red")
-        self.err.print(f"[{colour}]{ev.kind}:[/] {ev.message}", highlight=False, soft_wrap=True)
+        self.err.print(f"[{colour}]{ev.kind}:[/] {escape(ev.message)}", highlight=False, soft_wrap=True)
 
     def close(self, summary: RunSummary | None) -> None:
         if self.mode == "status" and self._last is not None and self._tty:

@@ -37,10 +37,14 @@ import numpy as np
 
 from .errors import ImageDecodeError, SourceError
 from .preprocess import IMAGE_SUFFIXES, decode_image
+from .redact import redact
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".mts", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                   ".h264", ".h265", ".mjpeg", ".mjpg")
+#: Longest wait for a source's thread when stopping. A capture blocked in a driver call is left
+#: behind (daemon thread, freed at exit): stopping must not wait for a stream's timeout.
+STOP_JOIN_S = 2.0
 SOURCE_FORMS = ("camera index (0), /dev/videoN, csi://N, rtsp://..., http(s)://..., a video file, "
                 "an image folder, a glob ('shots/*.jpg') or a GStreamer pipeline ('... ! appsink')")
 
@@ -114,6 +118,10 @@ class SourceOptions:
         prefetch: Recorded sources: frames decoded ahead of the consumer.
         gstreamer: ``auto`` (OpenCV if built with GStreamer, else ``gst-launch-1.0``),
             ``opencv`` or ``gst-launch``.
+        max_abandoned: Live sources: captures stuck inside a driver or network call that the
+            watchdog gave up on and that have not returned yet. Python cannot free such a
+            thread and the decoder behind it; one more than this ends the source with an
+            error, so the process exits non-zero and its supervisor (systemd) restarts it clean.
     """
 
     width: int | None = None
@@ -127,6 +135,7 @@ class SourceOptions:
     wait_s: float = 0.0
     prefetch: int = 16
     gstreamer: str = "auto"
+    max_abandoned: int = 3
 
 
 class Source:
@@ -146,13 +155,20 @@ class Source:
         self.reconnects = 0
         self.fps: float | None = None
         self.end_reason: str | None = None
+        #: Set when the source ended because it failed (the run then exits non-zero).
+        self.error: SourceError | None = None
         self._events: queue.SimpleQueue[SourceEvent] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- consumer side -----------------------------------------------------------------
-    def start(self) -> "Source":
-        """Open the source (raising :class:`SourceError` when it cannot) and start reading."""
+    def start(self, cancel: threading.Event | None = None) -> "Source":
+        """Open the source (raising :class:`SourceError` when it cannot) and start reading.
+
+        Args:
+            cancel: Set by another thread (or a signal handler) to abandon a slow first
+                connection; the source then starts ended, with ``end_reason`` "stopped".
+        """
         raise NotImplementedError
 
     def next_frame(self, timeout: float = 0.5) -> Frame | None:
@@ -177,7 +193,7 @@ class Source:
         """Stop reading and release the device / file. Safe to call twice."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=STOP_JOIN_S)
 
     def stats(self) -> dict[str, Any]:
         return {"source": self.description, "kind": self.kind, "live": self.live, "frames": self.frames,
@@ -208,7 +224,7 @@ class _QueuedSource(Source):
         self._done = False
         self._error: BaseException | None = None
 
-    def start(self) -> "Source":
+    def start(self, cancel: threading.Event | None = None) -> "Source":
         self._open()
         self._thread = threading.Thread(target=self._run, name=f"edgecrack-{self.kind}", daemon=True)
         self._thread.start()
@@ -441,7 +457,7 @@ class _GstLaunchCapture(_Capture):
         except (SourceError, ValueError, KeyError) as e:
             err = self._stderr()
             self.release()
-            raise SourceError(f"GStreamer pipeline failed to start: {err or e}", f"pipeline: {launch}") from None
+            raise SourceError(redact(f"GStreamer pipeline failed to start: {err or e}"), f"pipeline: {redact(launch)}") from None
 
     def _stderr(self) -> str:
         try:
@@ -508,10 +524,17 @@ class LiveSource(Source):
         self._down_since: float | None = None
         self.captured = 0
         self._delivered = 0
+        self._abandoned: list[threading.Thread] = []
         self.state = "starting"
 
-    def start(self) -> "Source":
-        cap = self._connect_first()
+    def start(self, cancel: threading.Event | None = None) -> "Source":
+        cap = self._connect_first(cancel)
+        if cap is None:
+            with self._cond:
+                self._ended = True
+            self.state = "ended"
+            self.end_reason = "stopped while connecting"
+            return self
         self._event("connected", f"connected to {self.description}")
         self.state = "streaming"
         self._last_frame = time.monotonic()
@@ -519,21 +542,71 @@ class LiveSource(Source):
         threading.Thread(target=self._watchdog, name="edgecrack-watchdog", daemon=True).start()
         return self
 
-    def _connect_first(self) -> _Capture:
+    def _cancelled(self, cancel: threading.Event | None) -> bool:
+        return self._stop.is_set() or (cancel is not None and cancel.is_set())
+
+    def _connect_first(self, cancel: threading.Event | None) -> _Capture | None:
         deadline = time.monotonic() + max(0.0, self.options.wait_s)
         delay = self.options.backoff_s
         while True:
             try:
-                return self._opener()
+                return self._open_cancellable(cancel)
             except SourceError as e:
+                if self._cancelled(cancel):
+                    return None
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0:
                     if self.options.wait_s > 0:
                         raise SourceError(f"{e.message} (kept trying for {self.options.wait_s:g} s)", e.hint) from None
                     raise
                 self._event("reconnecting", f"{e.message}; retrying in {min(delay, left):.1f} s")
-                self._stop.wait(min(delay, left))
+                end = time.monotonic() + min(delay, left)
+                while not self._cancelled(cancel) and time.monotonic() < end:
+                    self._stop.wait(min(0.05, max(0.0, end - time.monotonic())))
+                if self._cancelled(cancel):
+                    return None
                 delay = min(delay * 2, self.options.backoff_max_s)
+
+    def _open_cancellable(self, cancel: threading.Event | None) -> _Capture | None:
+        """One connection attempt on a helper thread; None when cancelled meanwhile.
+
+        An attempt can block for its whole timeout inside FFmpeg or a driver; a stop request
+        (SIGTERM from systemd) must not wait for it. An abandoned attempt releases whatever
+        it opened when it returns.
+        """
+        box: dict[str, Any] = {}
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def attempt() -> None:
+            try:
+                cap = self._opener()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+                box["error"] = e
+            else:
+                with lock:
+                    if box.get("abandoned"):
+                        cap.release()
+                    else:
+                        box["cap"] = cap
+            finally:
+                done.set()
+
+        threading.Thread(target=attempt, name="edgecrack-connect", daemon=True).start()
+        while not done.wait(0.05):
+            if self._cancelled(cancel):
+                with lock:
+                    if "cap" not in box:
+                        box["abandoned"] = True
+                        return None
+                break
+        if "error" in box:
+            raise box["error"]
+        cap = box["cap"]
+        if self._cancelled(cancel):
+            cap.release()
+            return None
+        return cap
 
     def _spawn(self, cap: _Capture | None) -> None:
         with self._cond:
@@ -630,10 +703,41 @@ class LiveSource(Source):
                 if cap is not None:
                     cap.interrupt()
                 # The old capture thread may stay blocked inside a driver call; it is abandoned
-                # (it exits when that call returns) and a fresh one reconnects.
+                # (it exits when that call returns) and a fresh one reconnects. Abandoned threads
+                # that never return are counted: past the limit the process must be restarted.
+                old = self._thread
+                if old is not None:
+                    old.join(timeout=0.2)  # an interrupted capture (gst-launch killed) returns at once
+                    if old.is_alive():
+                        self._abandoned.append(old)
+                self._abandoned = [t for t in self._abandoned if t.is_alive()]
+                if len(self._abandoned) > self.options.max_abandoned:
+                    self._fail(SourceError(
+                        f"{self.description}: {len(self._abandoned)} captures are stuck in a read that never "
+                        f"returns (more than {self.options.max_abandoned}); each holds a thread and a decoder "
+                        "that cannot be freed from inside the process",
+                        "restart the process (the systemd unit does it: Restart=on-failure); check the camera, "
+                        "its driver or the link; --max-abandoned sets the limit"))
+                    return
                 self._spawn(None)
             elif self.state == "reconnecting":
                 self._check_give_up()
+
+    def _fail(self, error: SourceError) -> None:
+        with self._cond:
+            if self._ended:
+                return
+            self.error = error
+            self._ended = True
+            self.state = "failed"
+            self.end_reason = error.message
+            self._event("error", error.message)
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        d = super().stats()
+        d["stuck_captures"] = sum(t.is_alive() for t in self._abandoned)
+        return d
 
     def next_frame(self, timeout: float = 0.5) -> Frame | None:
         with self._cond:
@@ -642,6 +746,8 @@ class LiveSource(Source):
             f = self._latest
             self._latest = None
         if f is None:
+            if self._ended and self.error is not None:
+                raise self.error
             return None
         f.index = self._delivered
         self._delivered += 1
@@ -660,7 +766,7 @@ class LiveSource(Source):
         if cap is not None:
             cap.interrupt()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=STOP_JOIN_S)
         if self.end_reason is None:
             self.end_reason = "stopped"
 
@@ -755,7 +861,7 @@ def _camera_opener(index: int, opts: SourceOptions) -> Callable[[], _Capture]:
 def _stream_opener(url: str, opts: SourceOptions) -> Callable[[], _Capture]:
     ms = int(max(1.0, opts.watchdog_s) * 1000)
     props = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-    shown = _redact(url)
+    shown = redact(url)
 
     def open_stream() -> _Capture:
         return _cv_open(url, cv2.CAP_FFMPEG, props, f"stream {shown}",
@@ -776,15 +882,10 @@ def _gst_opener(pipeline: str, launch_pipeline: str | None, opts: SourceOptions)
     def open_gst() -> _Capture:
         if use_cv:
             return _cv_open(appsink_pipeline(pipeline), cv2.CAP_GSTREAMER, [], "GStreamer pipeline",
-                            f"test it with: gst-launch-1.0 {pipeline}")
+                            f"test it with: gst-launch-1.0 {redact(pipeline)}")
         return _GstLaunchCapture(launch_pipeline or pipeline)
 
     return open_gst
-
-
-def _redact(url: str) -> str:
-    # rtsp://user:password@host: keep passwords out of consoles and logs.
-    return re.sub(r"://[^/@]*@", "://***@", url)
 
 
 def _is_glob(s: str) -> bool:
@@ -823,7 +924,7 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
     if "!" in s and scheme not in STREAM_SCHEMES:
         return LiveSource("GStreamer pipeline", _gst_opener(s, None, opts), opts, kind="gstreamer")
     if scheme in STREAM_SCHEMES:
-        return LiveSource(_redact(s), _stream_opener(s, opts), opts, kind="stream")
+        return LiveSource(redact(s), _stream_opener(s, opts), opts, kind="stream")
     if scheme:
         raise SourceError(f"unsupported source scheme {scheme}://", f"pass one of: {SOURCE_FORMS}")
     p = Path(s).expanduser()
