@@ -269,3 +269,88 @@ def test_run_prints_markup_like_names_literally(trained_run, bracket_files):
     assert "skipped: " in r.output and "[red]broken.jpg" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(bracket_files / "x[/none]" / "*.jpg")])
     assert r.exit_code == 1 and f"no images match {bracket_files / 'x[/none]' / '*.jpg'}" in r.output
+
+
+# -- 4. captures stuck in read() ------------------------------------------------------------
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _hanging_opener(url: str):
+    """Opens the MJPEG camera the way edgecrack's stream opener does, minus FFmpeg's read timeout:
+    a stalled read then blocks in C for good, as a V4L2 camera or OpenCV's GStreamer appsink does
+    when the device or driver hangs (those have no timeout at all)."""
+    import cv2
+
+    from edgecrack.sources import _cv_open
+
+    props = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 3_600_000]
+    return lambda: _cv_open(url, cv2.CAP_FFMPEG, props, "hanging camera", None)
+
+
+def _wait_threads_below(n: int, timeout: float) -> int:
+    t0 = time.monotonic()
+    while _os_threads() > n and time.monotonic() - t0 < timeout:
+        time.sleep(0.1)
+    return _os_threads()
+
+
+def test_captures_stuck_in_read_are_bounded_then_the_source_fails(camera_images):
+    from edgecrack.errors import SourceError
+    from edgecrack.sources import LiveSource
+
+    cam = MjpegServer(camera_images, fps=25, stall_after=4).start()  # every connection: 4 frames, then silence
+    try:
+        base = _os_threads()
+        src = LiveSource("hanging camera", _hanging_opener(cam.url),
+                         SourceOptions(watchdog_s=0.4, backoff_s=0.1, max_abandoned=2), kind="camera")
+        src.start()
+        err, frames, peak = None, 0, base
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20:
+            try:
+                frames += src.next_frame(0.1) is not None
+            except SourceError as e:
+                err = e
+                break
+            peak = max(peak, _os_threads())
+        at_failure = _os_threads()
+        time.sleep(1.5)
+        later = _os_threads()
+        kinds = [e.kind for e in src.events()]
+        stats = src.stats()
+        src.stop()
+    finally:
+        cam.kill()
+    assert err is not None, f"the source never gave up; threads {base} -> {_os_threads()}, events {kinds}"
+    assert "3 captures are stuck in a read that never returns (more than 2)" in err.message
+    assert "--max-abandoned" in err.hint and src.end_reason == err.message
+    assert frames >= 4 and kinds.count("stalled") == 3 and kinds[-1] == "error" and stats["stuck_captures"] == 3
+    assert later <= at_failure  # nothing new is spawned once failed
+    per_capture = (at_failure - base) / 3
+    assert per_capture <= 8 and peak <= at_failure + 8, (base, peak, at_failure)
+    # The camera's end (server killed) makes the stuck reads return: no thread outlives them.
+    assert _wait_threads_below(base, 10) <= base
+
+
+def test_stuck_captures_make_run_exit_nonzero_with_a_complete_log(trained_run, camera_images, tmp_path, monkeypatch):
+    """systemd restarts a service that exits non-zero (Restart=on-failure): the process that holds
+    stuck captures ends, with its log closed by a summary."""
+    import edgecrack.pipeline as pipeline
+    from edgecrack.sources import LiveSource
+
+    cam = MjpegServer(camera_images, fps=25, stall_after=4).start()
+    monkeypatch.setattr(pipeline, "open_source",
+                        lambda spec, opts: LiveSource("hanging camera", _hanging_opener(cam.url), opts, kind="camera"))
+    log = tmp_path / "run.jsonl"
+    try:
+        r = runner.invoke(app, ["run", "--model", str(trained_run), "--camera", "0", "--watchdog", "0.4",
+                                "--max-abandoned", "1", "--log", str(log), "--threads", "1"])
+    finally:
+        cam.kill()
+    assert r.exit_code == 1, r.output
+    assert "error: hanging camera: 2 captures are stuck in a read that never returns (more than 1)" in r.output
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary" and recs[-1]["frames"] >= 4
+    assert recs[-1]["stop_reason"].startswith("source failed: hanging camera: 2 captures are stuck")
+    assert [r_["kind"] for r_ in recs if r_["type"] == "event"].count("stalled") == 2
