@@ -33,8 +33,11 @@ def run_cmd(
     smooth: int = typer.Option(1, help="Average tile maps over N frames (video/live) to steady the verdict."),
     log: Optional[List[Path]] = typer.Option(None, "--log", help="Per-frame log, *.jsonl or *.csv (repeatable; appended, "
                                                                  "flushed per frame)."),
-    save_video: Optional[Path] = typer.Option(None, help="Write the annotated video (.mp4 or .avi)."),
+    save_video: Optional[Path] = typer.Option(None, help="Write the annotated video (.avi/.mkv/.ts play when cut by a crash; "
+                                                         ".mp4 is written in --video-segment parts)."),
     save_video_fps: Optional[float] = typer.Option(None, help="Frame rate of --save-video (default: the source's, else 10)."),
+    video_segment: Optional[float] = typer.Option(None, help="Seconds of --save-video per file (default: 60 for .mp4, "
+                                                             "one file for .avi/.mkv/.ts; 0: one file)."),
     save_flagged: Optional[Path] = typer.Option(None, help="Folder for annotated frames where cracks were found."),
     overlay: str = typer.Option("boxes", help="Annotation: boxes, heat, both, none."),
     show: bool = typer.Option(False, help="Show a window (needs a display and OpenCV with GUI support)."),
@@ -81,6 +84,7 @@ def run_cmd(
                     strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch,
                     threshold=threshold, min_tiles=min_tiles, smooth=smooth, logs=[str(p) for p in log or []],
                     save_video=str(save_video) if save_video else None, save_video_fps=save_video_fps,
+                    save_video_segment_s=video_segment,
                     save_flagged=str(save_flagged) if save_flagged else None, show=show, overlay=overlay,
                     max_frames=max_frames, source_options=opts)
 

@@ -56,6 +56,8 @@ class RunConfig:
         logs: ``.jsonl`` and/or ``.csv`` log files, written and flushed per frame.
         save_video: Annotated video output (``.mp4`` or ``.avi``).
         save_video_fps: Its frame rate (None: the source's, else 10).
+        save_video_segment_s: Seconds of video per file (None: 60 for ``.mp4``, which is
+            unplayable when cut, one file for ``.avi``/``.mkv``/``.ts``, which are not).
         save_flagged: Folder for annotated frames where cracks were found.
         show: Show a window (needs a display and an OpenCV with GUI support).
         overlay: ``boxes``, ``heat``, ``both`` or ``none``.
@@ -80,6 +82,7 @@ class RunConfig:
     logs: list[str] = field(default_factory=list)
     save_video: str | None = None
     save_video_fps: float | None = None
+    save_video_segment_s: float | None = None
     save_flagged: str | None = None
     show: bool = False
     overlay: str = "boxes"
@@ -263,9 +266,18 @@ class RunSummary:
 
 
 class Sink:
-    """Base class of outputs. ``write`` runs on the sink thread, in frame order."""
+    """Base class of outputs. ``write`` runs on the sink thread, in frame order.
+
+    An :class:`OSError` from ``open``, ``write`` or ``event`` (a full disk, an I/O error) does
+    not end the run: it is reported to the other sinks as an ``error`` event (once, until the
+    sink writes again) and the inspection goes on. Any other exception ends the run.
+    """
 
     needs_overlay = False
+
+    def describe(self) -> str:
+        """How this output is named in messages (e.g. ``--log run.jsonl``)."""
+        return type(self).__name__
 
     def open(self, info: RunInfo) -> None:
         pass
@@ -289,6 +301,12 @@ class Sink:
         return {}
 
 
+@dataclass
+class _OutputFailed:
+    sink: Sink
+    error: OSError
+
+
 class _SinkThread:
     """Runs sinks on their own thread so writing overlaps inference."""
 
@@ -299,8 +317,34 @@ class _SinkThread:
         self.overlay_mode = overlay_mode
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
+        self.events = 0
+        self._failing: dict[int, int] = {}  # id(sink) -> calls lost since it failed
         self.thread = threading.Thread(target=self._run, name="edgecrack-sinks", daemon=True)
         self.thread.start()
+
+    def _call(self, s: Sink, method: str, arg: Any) -> None:
+        try:
+            getattr(s, method)(arg)
+        except OSError as e:
+            self._failed(s, e)
+            return
+        lost = self._failing.pop(id(s), None)
+        if lost is not None:
+            self._report(SourceEvent("recovered", f"{s.describe()}: writing again ({lost} records lost)"), s)
+
+    def _failed(self, s: Sink, e: OSError) -> None:
+        if id(s) in self._failing:
+            self._failing[id(s)] += 1
+            return
+        self._failing[id(s)] = 1
+        self._report(SourceEvent("error", f"{s.describe()}: cannot write ({e.strerror or e}); the inspection goes "
+                                          "on, this output is paused"), s)
+
+    def _report(self, ev: SourceEvent, about: Sink) -> None:
+        self.events += 1
+        for other in self.sinks:
+            if other is not about:
+                self._call(other, "event", ev)
 
     def put(self, item: Any) -> None:
         if self.error is not None:
@@ -326,9 +370,12 @@ class _SinkThread:
             if self.error is not None:
                 continue
             try:
+                if isinstance(item, _OutputFailed):
+                    self._failed(item.sink, item.error)
+                    continue
                 if isinstance(item, SourceEvent):
                     for s in self.sinks:
-                        s.event(item)
+                        self._call(s, "event", item)
                     continue
                 t0 = time.perf_counter()
                 r: FrameResult = item
@@ -336,7 +383,7 @@ class _SinkThread:
                     r.overlay = overlay(r.frame.image, r.grid, r.crack_map, r.threshold, self.overlay_mode,
                                         banner=r.banner(), cracked=r.cracked)
                 for s in self.sinks:
-                    s.write(r)
+                    self._call(s, "write", r)
                 ms = (time.perf_counter() - t0) * 1e3
                 r.stages["sinks"] = ms
                 self.timer.add("sinks", ms)
@@ -600,12 +647,18 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         info = RunInfo(config, sel.backend.info(), list(sel.skipped), src.description, src.kind, src.live, src.fps,
                        list(m.labels), m.positive_label, insp.threshold, time.time(), stopper.request)
         all_sinks = list(sinks or []) + own_sinks
+        early: list[_OutputFailed] = []
         for s in all_sinks:
-            s.open(info)
+            try:
+                s.open(info)
+            except OSError as e:  # e.g. the start record on a disk that filled up: reported, not fatal
+                early.append(_OutputFailed(s, e))
             opened.append(s)
         if on_start:
             on_start(info, sel.describe())
         sink_thread = _SinkThread(all_sinks, info, timer, config.overlay)
+        for f in early:
+            sink_thread.put(f)
         t_start = time.perf_counter()
         prepared = _Prepared(src, insp)
         pending: list[_Pending] = []
@@ -659,6 +712,7 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         sink_thread.finish()
         if sink_thread.error is not None:
             raise sink_thread.error
+        events += sink_thread.events
         sink_thread = None
         outputs: dict[str, Any] = {}
         for s in all_sinks:

@@ -88,7 +88,8 @@ class Frame:
 @dataclass
 class SourceEvent:
     """Something that happened to a source: ``connected``, ``lost``, ``stalled``,
-    ``reconnecting``, ``reconnected``, ``gave_up``, ``skipped``, ``error``."""
+    ``reconnecting``, ``reconnected``, ``gave_up``, ``skipped``, ``error`` (also an output that
+    cannot be written), ``recovered`` (that output writes again)."""
 
     kind: str
     message: str

@@ -354,3 +354,243 @@ def test_stuck_captures_make_run_exit_nonzero_with_a_complete_log(trained_run, c
     assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary" and recs[-1]["frames"] >= 4
     assert recs[-1]["stop_reason"].startswith("source failed: hanging camera: 2 captures are stuck")
     assert [r_["kind"] for r_ in recs if r_["type"] == "event"].count("stalled") == 2
+
+
+# -- 5. logs: torn lines, fsync, unwritable and full disks ---------------------------------
+TORN = '{"type":"frame","time":1712.5,"index":41,"na'
+
+
+def test_appending_after_a_torn_line_starts_on_a_fresh_line(trained_run, holdout_deck, tmp_path):
+    jl, table = tmp_path / "run.jsonl", tmp_path / "run.csv"
+    jl.write_text('{"type":"start"}\n' + TORN)  # the previous flight was killed mid-write
+    table.write_text("time,utc,index\n1712.5,2024-04-0")
+    run(cfg(holdout_deck / "CD", trained_run, logs=[str(jl), str(table)], max_frames=2))
+    lines = jl.read_text().splitlines()
+    assert lines[1] == TORN
+    recs = [json.loads(x) for x in lines[2:]]  # the new run is whole JSON, line by line
+    assert [r["type"] for r in recs] == ["start", "frame", "frame", "summary"]
+    rows = table.read_text().splitlines()
+    assert rows[1] == "1712.5,2024-04-0" and len(rows) == 4 and rows[2].count(",") == rows[3].count(",") == 14
+
+
+def _mount_tmpfs(path: Path, size: str, *opts: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *opts]), "tmpfs", str(path)],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler.bin"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _refused(args: list[str]) -> str:
+    r = runner.invoke(app, ["run", *args])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    return r.output
+
+
+def test_unusable_log_is_refused_before_the_source_and_model_open(tmp_path):
+    """No model, no stream: the first error must be the log's, so it comes before both."""
+    nothing = ["--model", str(tmp_path / "no-model"), "--source", f"rtsp://127.0.0.1:{free_port()}/x"]
+    (tmp_path / "logs.jsonl").mkdir()
+    out = _refused([*nothing, "--log", str(tmp_path / "logs.jsonl")])
+    assert f"--log {tmp_path / 'logs.jsonl'} is a folder" in out
+    (tmp_path / "file").write_text("")
+    out = _refused([*nothing, "--log", str(tmp_path / "file" / "run.csv")])
+    assert "cannot create folder" in out
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    if not _mount_tmpfs(ro, "1m", "ro"):
+        pytest.skip("mounting a tmpfs needs root (the folder and path checks above ran)")
+    try:
+        out = _refused([*nothing, "--log", str(ro / "run.jsonl")])
+        assert f"--log {ro / 'run.jsonl'}: folder {ro} is not writable" in out
+        assert _mount_tmpfs(full, "1m")
+        _fill(full)
+        out = _refused([*nothing, "--log", str(full / "run.jsonl")])
+        assert re.search(rf"--log {re.escape(str(full / 'run.jsonl'))}: the disk holding it is full \(\d+ KiB free", out)
+        out = _refused([*nothing, "--save-video", str(full / "out.avi")])
+        assert "--save-video" in out and "the disk holding it is full" in out
+        assert not (full / "run.jsonl").exists()
+    finally:
+        _umount(ro)
+        _umount(full)
+
+
+def test_log_on_a_full_device_is_an_event_not_a_traceback(trained_run, holdout_deck, tmp_path):
+    """/dev/full accepts the open and fails every write with ENOSPC, like a disk that fills up."""
+    full = tmp_path / "run.jsonl"
+    full.symlink_to("/dev/full")
+    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(holdout_deck / "CD"), "--max-frames", "3",
+                            "--log", str(full), "--log", str(tmp_path / "ok.jsonl")])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert f"error: --log {full}: cannot write (No space left on device); the inspection goes on" in r.output
+    assert "summary 3 frames" in r.output and "log_jsonl_lost_records: 4" in r.output  # start and 3 frames
+    recs = [json.loads(x) for x in (tmp_path / "ok.jsonl").read_text().splitlines()]
+    assert [x.get("kind", x["type"]) for x in recs] == ["start", "error", "frame", "frame", "frame", "summary"]
+
+
+@pytest.mark.slow
+def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(trained_run, holdout_deck, tmp_path):
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from edgecrack.sinks import ConsoleSink
+    from streaming.helpers import write_video
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "2m"):
+        pytest.skip("mounting a small tmpfs needs root")
+    video = write_video(tmp_path / "v.avi", sorted(holdout_deck.glob("*/*.jpg")), fps=25.0, repeat=4)  # 160 frames
+    log = disk / "run.jsonl"
+    err = io.StringIO()
+    freed = threading.Event()
+
+    def chaos():
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            if log.exists() and log.read_text().count('"type":"frame"') >= 5:
+                filler = _fill(disk)
+                while "cannot write" not in err.getvalue() and time.monotonic() - t0 < 60:
+                    time.sleep(0.05)
+                time.sleep(0.3)
+                filler.unlink()
+                freed.set()
+                return
+            time.sleep(0.02)
+
+    th = threading.Thread(target=chaos, daemon=True)
+    th.start()
+    try:
+        s = run(cfg(video, trained_run, logs=[str(log)]), sinks=[ConsoleSink(Console(file=io.StringIO()),
+                                                                             Console(file=err, width=300))])
+        th.join(timeout=30)
+        text = log.read_text()
+    finally:
+        _umount(disk)
+    assert freed.is_set() and s.frames == 160
+    assert f"error: --log {log}: cannot write (No space left on device)" in err.getvalue()
+    lost = s.outputs.get("log_jsonl_lost_records", 0)
+    assert lost >= 1 and re.search(rf"recovered: --log {re.escape(str(log))}: writing again \({lost} records lost\)",
+                                   err.getvalue())
+    lines = text.splitlines()
+    recs = [json.loads(x) for x in lines if x.endswith("}")]
+    assert len(recs) >= len(lines) - 1  # at most the one line cut by ENOSPC is not whole JSON
+    frames = [r_["index"] for r_ in recs if r_["type"] == "frame"]
+    assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary" and frames[-1] == 159
+    assert len(frames) == 160 - lost and frames == sorted(frames)
+
+
+def test_logs_are_fsynced_every_few_seconds_and_at_the_end(trained_run, tmp_path, holdout_deck):
+    import shutil
+
+    from streaming.helpers import write_video
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace not installed (apt-get install strace)")
+    video = write_video(tmp_path / "v.avi", sorted(holdout_deck.glob("*/*.jpg")), fps=25.0, repeat=25)  # 1000 frames
+    log, trace = tmp_path / "run.jsonl", tmp_path / "trace.txt"
+    p = subprocess.Popen(["strace", "-f", "-e", "trace=openat,fsync,fdatasync", "-o", str(trace), *edgecrack_cmd(), "run",
+                          "--model", str(trained_run), "--source", str(video), "--log", str(log), "--threads", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    while not (log.exists() and log.read_text().count('"type":"frame"') >= 3) and time.monotonic() - t0 < 120:
+        if p.poll() is not None:
+            pytest.skip(f"strace cannot trace here: {p.stderr.read().decode()[-300:]}")
+        time.sleep(0.1)
+    time.sleep(4.5)
+    (child,) = {int(c) for t in Path(f"/proc/{p.pid}/task").iterdir() for c in (t / "children").read_text().split()}
+    os.kill(child, signal.SIGTERM)  # to `edgecrack run` itself, not to strace
+    p.wait(timeout=60)
+    calls = trace.read_text().splitlines()
+    opened = [re.search(r"= (\d+)$", c) for c in calls if f'"{log}"' in c and "openat" in c and "O_APPEND" in c]
+    fd = [m.group(1) for m in opened if m][-1]  # the descriptor the run writes through (the last one opened)
+    syncs = [c for c in calls if re.search(rf"\b(fsync|fdatasync)\({fd}\)", c)]
+    assert len(syncs) >= 3, (len(syncs), fd)  # >= 2 on the way (every 2 s over ~4.5 s) + 1 at the end
+    assert json.loads(log.read_text().splitlines()[-1])["type"] == "summary"
+
+
+# -- 6. the annotated video survives SIGKILL -------------------------------------------------
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory, holdout_deck) -> Path:
+    from streaming.helpers import write_video
+
+    return write_video(tmp_path_factory.mktemp("clip") / "long.avi", sorted(holdout_deck.glob("*/*.jpg")), fps=25.0,
+                       repeat=25)  # 1000 frames
+
+
+def _decoded_frames(path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def _kill_when(p: subprocess.Popen, ready, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while not ready() and time.monotonic() - t0 < timeout:
+        if p.poll() is not None:
+            pytest.fail(f"run ended early: {p.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    p.kill()  # SIGKILL: no handler runs, nothing is finalised
+    p.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mkv", ".ts"])
+def test_cut_safe_video_plays_after_sigkill(suffix, trained_run, long_clip, tmp_path):
+    out = tmp_path / "video" / f"annotated{suffix}"
+    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(long_clip),
+                          "--save-video", str(out), "--threads", "1", "--tile", "0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def partial():
+        return [f for f in out.parent.glob(f"annotated.*.partial{suffix}") if f.stat().st_size > 600_000]
+
+    _kill_when(p, lambda: bool(partial()))
+    (left,) = out.parent.iterdir()  # visible, next to where the video was asked for
+    assert re.fullmatch(rf"annotated\.\d{{8}}T\d{{6}}Z\.partial{re.escape(suffix)}", left.name)
+    assert _decoded_frames(left) > 10
+
+
+def test_mp4_is_written_in_segments_that_survive_sigkill(trained_run, long_clip, tmp_path):
+    out = tmp_path / "video" / "annotated.mp4"
+    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(long_clip),
+                          "--save-video", str(out), "--video-segment", "1", "--threads", "1", "--tile", "0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when(p, lambda: len(list(out.parent.glob("annotated.*-00[0-9].mp4"))) >= 2)
+    done = sorted(out.parent.glob("annotated.*-[0-9][0-9][0-9].mp4"))
+    assert len(done) >= 2 and all(re.fullmatch(r"annotated\.\d{8}T\d{6}Z-\d{3}\.mp4", f.name) for f in done)
+    assert [_decoded_frames(f) for f in done[:2]] == [25, 25]  # 1 s at the source's 25 fps each
+
+
+def test_segmented_run_that_ends_cleanly(trained_run, holdout_deck, tmp_path):
+    from streaming.helpers import write_video
+
+    clip = write_video(tmp_path / "c.avi", sorted(holdout_deck.glob("*/*.jpg"))[:30], fps=10.0)  # 3 s
+    out = tmp_path / "video" / "annotated.mp4"
+    s = run(cfg(clip, trained_run, save_video=str(out), save_video_segment_s=1.0, tile=0))
+    parts = sorted(out.parent.iterdir())
+    assert s.outputs["video"] == [str(p) for p in parts] and s.outputs["video_frames"] == 30
+    assert [_decoded_frames(p) for p in parts] == [10, 10, 10] and not out.exists()
+    s = run(cfg(clip, trained_run, save_video=str(tmp_path / "one.mp4"), tile=0, max_frames=7))
+    assert s.outputs["video"] == str(tmp_path / "one.mp4") and _decoded_frames(tmp_path / "one.mp4") == 7
