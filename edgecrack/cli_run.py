@@ -28,6 +28,10 @@ def run_cmd(
     stride: Optional[int] = typer.Option(None, help="Step between tiles (default: the tile size; smaller overlaps)."),
     edge: str = typer.Option("shift", help="Frame edges: shift (last tile ends at the edge), pad (mirror), drop."),
     batch: int = typer.Option(8, help="Most tiles per inference call."),
+    max_tiles: int = typer.Option(4096, help="Most tiles per frame (0: no limit); a denser grid is an error, not 12 GiB."),
+    max_pixels: float = typer.Option(100.0, help="Largest image or frame decoded, in megapixels (0: no limit). With "
+                                                 "--tile 0 a bigger JPEG is decoded reduced; otherwise it is skipped."),
+    queue_mb: int = typer.Option(256, help="Decoded frames each read-ahead queue may hold, in MB (3 queues)."),
     threshold: Optional[float] = typer.Option(None, help="Crack threshold (default: the model manifest's)."),
     min_tiles: int = typer.Option(1, help="Cracked tiles needed to call a frame cracked."),
     smooth: int = typer.Option(1, help="Average tile maps over N frames (video/live) to steady the verdict."),
@@ -79,9 +83,10 @@ def run_cmd(
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     opts = SourceOptions(width=width, height=height, fps=fps, flip=flip, watchdog_s=watchdog, wait_s=wait,
-                         give_up_s=give_up, gstreamer=gstreamer, max_abandoned=max_abandoned)
+                         give_up_s=give_up, gstreamer=gstreamer, max_abandoned=max_abandoned,
+                         max_pixels=int(max_pixels * 1e6), prefetch_bytes=queue_mb << 20)
     cfg = RunConfig(source=str(camera) if camera is not None else source, model=str(model), backend=backend,
-                    strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch,
+                    strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch, max_tiles=max_tiles,
                     threshold=threshold, min_tiles=min_tiles, smooth=smooth, logs=[str(p) for p in log or []],
                     save_video=str(save_video) if save_video else None, save_video_fps=save_video_fps,
                     save_video_segment_s=video_segment,

@@ -209,6 +209,8 @@ def predict_cmd(
     label_from: str = typer.Option("folder", help="Where 'Actual' comes from when known: folder or prefix."),
     batch_size: int = typer.Option(16, help="Images per inference call."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    max_pixels: float = typer.Option(100.0, help="Largest image decoded at full size, in megapixels (0: no limit); "
+                                                 "a bigger JPEG is decoded reduced, other formats are skipped."),
 ) -> None:
     """Predict single or multiple images (tutorial-style lines, or --json)."""
     from .evaluate import expand_inputs, predict_files
@@ -223,7 +225,7 @@ def predict_cmd(
         else:
             typer.echo(p.line())
 
-    preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show)
+    preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show, max_pixels=int(max_pixels * 1e6))
     for p, why in skipped:
         err_console.print(f"skipped {p}: {why}", markup=False, soft_wrap=True)
     if not preds:

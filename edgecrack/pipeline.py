@@ -23,7 +23,7 @@ import numpy as np
 from .errors import ConfigError, SourceError
 from .preprocess import preprocess
 from .redact import redact, redact_record
-from .sources import STOP_JOIN_S, Frame, Source, SourceEvent, SourceOptions, open_source
+from .sources import STOP_JOIN_S, BoundedQueue, Frame, ImageFilesSource, Source, SourceEvent, SourceOptions, nbytes_of, open_source
 from .tiling import EDGE_MODES, OVERLAY_MODES, TemporalSmoother, TileGrid, crack_map_from_probs, tile_grid, tiles_from_frame
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "sinks")
@@ -33,6 +33,12 @@ SINK_FINISH_S = 10.0
 #: the sink thread, and a margin for closing files and the backend. The systemd unit's
 #: TimeoutStopSec must exceed it (tests/test_robustness.py checks).
 STOP_TIMEOUT_S = STOP_JOIN_S + SINK_FINISH_S + 5.0
+#: Most tiles one frame may be cut into (``--max-tiles``): ``--stride 1`` on a 512 px frame
+#: makes 66049 tiles, 12 GiB of model input.
+DEFAULT_MAX_TILES = 4096
+#: A frame's tiles are preprocessed ahead of inference (on the prepare thread) up to this many
+#: bytes of model input; a bigger grid is preprocessed batch by batch during inference.
+EAGER_PREPARE_BYTES = 64 << 20
 
 
 @dataclass
@@ -50,6 +56,8 @@ class RunConfig:
         stride: Step between tiles (None: ``tile``).
         edge: ``shift``, ``pad`` or ``drop`` (see :mod:`edgecrack.tiling`).
         batch: Most tiles per inference call.
+        max_tiles: Most tiles per frame (0: no limit); a denser grid stops the run with a
+            clear error instead of exhausting memory.
         threshold: Crack threshold on the positive class (None: the manifest's).
         min_tiles: Cracked tiles needed to call a frame cracked.
         smooth: Moving average of tile maps over this many frames (video and live only).
@@ -62,7 +70,8 @@ class RunConfig:
         show: Show a window (needs a display and an OpenCV with GUI support).
         overlay: ``boxes``, ``heat``, ``both`` or ``none``.
         max_frames: Stop after this many frames.
-        source_options: Capture / reconnect settings.
+        source_options: Capture / reconnect / read-ahead settings; its ``prefetch_bytes`` also
+            bounds the loop's own two queues (prepared frames, frames waiting for the sinks).
         handle_signals: Install SIGINT/SIGTERM handlers (main thread only).
     """
 
@@ -76,6 +85,7 @@ class RunConfig:
     stride: int | None = None
     edge: str = "shift"
     batch: int = 8
+    max_tiles: int = DEFAULT_MAX_TILES
     threshold: float | None = None
     min_tiles: int = 1
     smooth: int = 1
@@ -94,6 +104,12 @@ class RunConfig:
         """Raise :class:`ConfigError` on impossible option values, before anything opens."""
         if self.batch < 1:
             raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+        if self.max_tiles < 0:
+            raise ConfigError(f"--max-tiles must be >= 0 (0: no limit), got {self.max_tiles}")
+        if self.source_options.max_pixels < 0:
+            raise ConfigError(f"--max-pixels must be >= 0 (0: no limit), got {self.source_options.max_pixels}")
+        if self.source_options.prefetch_bytes < 1:
+            raise ConfigError("--queue-mb must be > 0")
         if self.tile < 0:
             raise ConfigError(f"--tile must be >= 0 (0: no tiling), got {self.tile}")
         if self.stride is not None and (self.tile == 0 or not 1 <= self.stride <= self.tile):
@@ -310,12 +326,13 @@ class _OutputFailed:
 class _SinkThread:
     """Runs sinks on their own thread so writing overlaps inference."""
 
-    def __init__(self, sinks: list[Sink], info: RunInfo, timer: StageTimer, overlay_mode: str, maxsize: int = 8):
+    def __init__(self, sinks: list[Sink], info: RunInfo, timer: StageTimer, overlay_mode: str, maxsize: int = 8,
+                 max_bytes: int = 256 << 20):
         self.sinks = sinks
         self.info = info
         self.timer = timer
         self.overlay_mode = overlay_mode
-        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.q = BoundedQueue(maxsize, max_bytes)
         self.error: BaseException | None = None
         self.events = 0
         self._failing: dict[int, int] = {}  # id(sink) -> calls lost since it failed
@@ -349,7 +366,9 @@ class _SinkThread:
     def put(self, item: Any) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put(item)
+        # A frame result holds its frame and, once annotated, an overlay of the same size.
+        frame = getattr(item, "frame", None)
+        self.q.put(item, 2 * nbytes_of(frame))
 
     def _run(self) -> None:
         from .tiling import overlay
@@ -433,8 +452,12 @@ class _Stopper:
 class _Pending:
     frame: Frame
     grid: TileGrid
-    batch: np.ndarray
+    batch: np.ndarray | None  # None: preprocessed batch by batch in Inspector.infer
     prep_ms: float
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes_of(self.frame) + (self.batch.nbytes if self.batch is not None else 0)
 
 
 class Inspector:
@@ -452,10 +475,12 @@ class Inspector:
         min_tiles: Cracked tiles for a cracked frame.
         smooth: Temporal smoothing window (frames).
         timer: Where stage times go.
+        max_tiles: Most tiles per frame (0: no limit).
     """
 
     def __init__(self, backend: Any, tile: int = 256, stride: int | None = None, edge: str = "shift", batch: int = 8,
-                 threshold: float | None = None, min_tiles: int = 1, smooth: int = 1, timer: StageTimer | None = None):
+                 threshold: float | None = None, min_tiles: int = 1, smooth: int = 1, timer: StageTimer | None = None,
+                 max_tiles: int = DEFAULT_MAX_TILES):
         m = backend.manifest
         if m.positive_index is None or len(m.labels) != 2:
             raise ConfigError(f"{backend.artifact} is not a binary crack model (labels {m.labels}, positive "
@@ -468,34 +493,83 @@ class Inspector:
         self.min_tiles = min_tiles
         self.smoother = TemporalSmoother(smooth)
         self.timer = timer or StageTimer()
+        self.max_tiles = max_tiles
         self._grids: dict[tuple[int, int], TileGrid] = {}
 
     def grid_for(self, h: int, w: int) -> TileGrid:
+        """The tile grid of a frame size.
+
+        Raises:
+            ConfigError: More tiles than ``max_tiles``.
+        """
         g = self._grids.get((h, w))
         if g is None:
-            g = self._grids[(h, w)] = tile_grid(h, w, self.tile, self.stride, self.edge)
+            g = tile_grid(h, w, self.tile, self.stride, self.edge)
+            if self.max_tiles and g.n > self.max_tiles:
+                raise ConfigError(f"a {w}x{h} frame makes {g.n} tiles of {self.tile} px (stride "
+                                  f"{self.stride or self.tile}), over --max-tiles {self.max_tiles}",
+                                  "raise --stride or --tile, or --max-tiles if the frame must be covered this densely")
+            self._grids[(h, w)] = g
         return g
 
     def prepare(self, frame: Frame) -> _Pending:
-        """Tile and preprocess one frame."""
+        """Tile and preprocess one frame (a very large grid only later, batch by batch)."""
         t0 = time.perf_counter()
         h, w = frame.image.shape[:2]
         grid = self.grid_for(h, w)
-        batch = preprocess(tiles_from_frame(frame.image, grid), self.manifest.input)
+        c = self.manifest.input
+        batch = None
+        if grid.n * c.height * c.width * 3 <= EAGER_PREPARE_BYTES:
+            batch = preprocess(tiles_from_frame(frame.image, grid), c)
         ms = (time.perf_counter() - t0) * 1e3
         self.timer.add("preprocess", ms)
         return _Pending(frame, grid, batch, ms)
+
+    def _pieces(self, p: _Pending):
+        """Model input of one frame: its prepared batch, or its tiles preprocessed ``batch`` at a time."""
+        if p.batch is not None:
+            yield p.batch
+            return
+        tiles = tiles_from_frame(p.frame.image, p.grid)
+        for i in range(0, len(tiles), self.batch):
+            t0 = time.perf_counter()
+            x = preprocess(tiles[i:i + self.batch], self.manifest.input)
+            ms = (time.perf_counter() - t0) * 1e3
+            self.timer.add("preprocess", ms)
+            p.prep_ms += ms
+            yield x
 
     def infer(self, pending: list[_Pending], dropped: int = 0) -> list[FrameResult]:
         """Run the tiles of several prepared frames in batches of at most ``batch``, then postprocess."""
         if not pending:
             return []
-        x = pending[0].batch if len(pending) == 1 else np.concatenate([p.batch for p in pending])
-        t0 = time.perf_counter()
         pos = self.manifest.positive_index
-        parts = [self.backend.probs(x[i:i + self.batch])[:, pos] for i in range(0, len(x), self.batch)]
+        parts: list[np.ndarray] = []
+        buf: list[np.ndarray] = []
+        have = 0
+        inf_ms = 0.0
+
+        def run_batch() -> None:
+            nonlocal buf, have, inf_ms
+            x = buf[0] if len(buf) == 1 else np.concatenate(buf)
+            t0 = time.perf_counter()
+            parts.append(self.backend.probs(x)[:, pos])
+            inf_ms += (time.perf_counter() - t0) * 1e3
+            buf, have = [], 0
+
+        for p in pending:
+            for piece in self._pieces(p):
+                start = 0
+                while start < len(piece):
+                    take = min(self.batch - have, len(piece) - start)
+                    buf.append(piece[start:start + take])
+                    have += take
+                    start += take
+                    if have == self.batch:
+                        run_batch()
+        if buf:
+            run_batch()
         probs = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        inf_ms = (time.perf_counter() - t0) * 1e3
         self.timer.add("inference", inf_ms, inf_ms)
         out = []
         k = 0
@@ -530,16 +604,16 @@ class _Prepared:
     a queue in front of inference would hold stale frames.
     """
 
-    def __init__(self, src: Source, insp: Inspector, ahead: int = 4):
+    def __init__(self, src: Source, insp: Inspector, ahead: int = 4, max_bytes: int = 256 << 20):
         self.src = src
         self.insp = insp
         self.ended = False
-        self._q: queue.Queue | None = None
+        self._q: BoundedQueue | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if not src.live:
-            self._q = queue.Queue(maxsize=max(2, ahead))
+            self._q = BoundedQueue(max(2, ahead), max_bytes)
             self._thread = threading.Thread(target=self._work, name="edgecrack-prepare", daemon=True)
             self._thread.start()
 
@@ -554,7 +628,7 @@ class _Prepared:
                 p = self.insp.prepare(f)
                 while not self._stop.is_set():
                     try:
-                        self._q.put(p, timeout=0.1)
+                        self._q.put(p, p.nbytes, timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -639,7 +713,11 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
     prepared: _Prepared | None = None
     try:
         insp = Inspector(sel.backend, config.tile, config.stride, config.edge, config.batch, config.threshold,
-                         config.min_tiles, config.smooth, timer)
+                         config.min_tiles, config.smooth, timer, config.max_tiles)
+        if config.tile == 0 and isinstance(src, ImageFilesSource):
+            # Whole images are only resized down to the model input: an over-limit JPEG may be
+            # decoded reduced (to no less than that input) instead of being skipped.
+            src.min_size = (sel.backend.manifest.input.height, sel.backend.manifest.input.width)
         if on_connect is not None and src.live:
             on_connect(src)
         src.start(cancel=stopper.event)
@@ -656,11 +734,12 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
             opened.append(s)
         if on_start:
             on_start(info, sel.describe())
-        sink_thread = _SinkThread(all_sinks, info, timer, config.overlay)
+        qbytes = config.source_options.prefetch_bytes
+        sink_thread = _SinkThread(all_sinks, info, timer, config.overlay, max_bytes=qbytes)
         for f in early:
             sink_thread.put(f)
         t_start = time.perf_counter()
-        prepared = _Prepared(src, insp)
+        prepared = _Prepared(src, insp, max_bytes=qbytes)
         pending: list[_Pending] = []
         pending_tiles = 0
         stop_reason = "source ended"

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +37,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageDecodeError, SourceError
-from .preprocess import IMAGE_SUFFIXES, decode_image
+from .preprocess import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image
 from .redact import redact
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -116,7 +117,11 @@ class SourceOptions:
             right choice on a drone: the link comes back).
         wait_s: How long the first connection may take (retrying with backoff) before
             the source fails with :class:`SourceError`. ``0``: one attempt, fail fast.
-        prefetch: Recorded sources: frames decoded ahead of the consumer.
+        prefetch: Recorded sources: frames decoded ahead of the consumer (at most).
+        prefetch_bytes: Recorded sources: decoded bytes held ahead of the consumer (at
+            most; one frame always passes, however large).
+        max_pixels: Largest image or video frame decoded (0: no limit); see
+            :data:`edgecrack.preprocess.DEFAULT_MAX_PIXELS`.
         gstreamer: ``auto`` (OpenCV if built with GStreamer, else ``gst-launch-1.0``),
             ``opencv`` or ``gst-launch``.
         max_abandoned: Live sources: captures stuck inside a driver or network call that the
@@ -135,6 +140,8 @@ class SourceOptions:
     give_up_s: float | None = None
     wait_s: float = 0.0
     prefetch: int = 16
+    prefetch_bytes: int = 256 << 20
+    max_pixels: int = DEFAULT_MAX_PIXELS
     gstreamer: str = "auto"
     max_abandoned: int = 3
 
@@ -212,6 +219,59 @@ class Source:
         self._events.put(SourceEvent(kind, message))
 
 
+class BoundedQueue:
+    """A FIFO bounded by item count and by bytes (the sum of what its items hold).
+
+    One item is always admitted into an empty queue, however large, so a huge frame still
+    passes, alone. Read-ahead queues hold decoded frames: a count alone lets 16 frames of a
+    100-megapixel camera take 4.8 GB.
+
+    Args:
+        maxsize: Most items.
+        max_bytes: Most bytes.
+    """
+
+    def __init__(self, maxsize: int, max_bytes: int):
+        self.maxsize = max(1, maxsize)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: deque[tuple[Any, int]] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: Any, nbytes: int = 0, timeout: float | None = None) -> None:
+        """Add an item of ``nbytes``; raises :class:`queue.Full` after ``timeout`` seconds."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: not self._items or (len(self._items) < self.maxsize
+                                                                  and self.bytes + nbytes <= self.max_bytes), timeout)
+            if not ok:
+                raise queue.Full
+            self._items.append((item, nbytes))
+            self.bytes += nbytes
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The oldest item; raises :class:`queue.Empty` after ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            item, nbytes = self._items.popleft()
+            self.bytes -= nbytes
+            self._cond.notify_all()
+            return item
+
+    def get_nowait(self) -> Any:
+        return self.get(timeout=0)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+def nbytes_of(item: Any) -> int:
+    """Bytes of pixel data an item holds (frames, or anything with an ``image``)."""
+    img = getattr(item, "image", None)
+    return int(img.nbytes) if isinstance(img, np.ndarray) else 0
+
+
 # -- recorded sources ---------------------------------------------------------------------
 _END = object()
 
@@ -219,9 +279,9 @@ _END = object()
 class _QueuedSource(Source):
     """A reader thread decodes ahead into a bounded queue; nothing is ever dropped."""
 
-    def __init__(self, description: str, prefetch: int = 16):
+    def __init__(self, description: str, prefetch: int = 16, prefetch_bytes: int = 256 << 20):
         super().__init__(description)
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._q = BoundedQueue(prefetch, prefetch_bytes)
         self._done = False
         self._error: BaseException | None = None
 
@@ -248,7 +308,7 @@ class _QueuedSource(Source):
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
             try:
-                self._q.put(item, timeout=0.1)
+                self._q.put(item, nbytes_of(item), timeout=0.1)
                 return True
             except queue.Full:
                 continue
@@ -281,13 +341,23 @@ class ImageFilesSource(_QueuedSource):
         paths: Image files, in the order they are delivered.
         description: What the user asked for (folder or pattern).
         prefetch: Images decoded ahead.
+        prefetch_bytes: Decoded bytes held ahead.
+        max_pixels: Largest image decoded at full size (0: no limit); bigger ones are skipped
+            with the reason, or decoded reduced when :attr:`min_size` allows it.
+
+    Attributes:
+        min_size: ``(height, width)`` the consumer needs at least, when it only resizes whole
+            images down (set before :meth:`start`): an over-limit JPEG is then decoded reduced.
     """
 
     kind = "images"
 
-    def __init__(self, paths: list[Path], description: str, prefetch: int = 16):
-        super().__init__(description, prefetch)
+    def __init__(self, paths: list[Path], description: str, prefetch: int = 16, prefetch_bytes: int = 256 << 20,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        super().__init__(description, prefetch, prefetch_bytes)
         self.paths = list(paths)
+        self.max_pixels = max_pixels
+        self.min_size: tuple[int, int] | None = None
 
     def _produce(self) -> None:
         n = 0
@@ -296,7 +366,7 @@ class ImageFilesSource(_QueuedSource):
                 return
             t0 = time.perf_counter()
             try:
-                img = decode_image(p)
+                img = decode_image(p, self.max_pixels, self.min_size)
             except ImageDecodeError as e:
                 self.skipped += 1
                 self._event("skipped", e.message)
@@ -319,8 +389,10 @@ class VideoFileSource(_QueuedSource):
 
     kind = "video"
 
-    def __init__(self, path: Path, prefetch: int = 16):
-        super().__init__(str(path), prefetch)
+    def __init__(self, path: Path, prefetch: int = 16, prefetch_bytes: int = 256 << 20,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        super().__init__(str(path), prefetch, prefetch_bytes)
+        self.max_pixels = max_pixels
         self.path = Path(path)
         self._cap: cv2.VideoCapture | None = None
         self.frame_count: int | None = None
@@ -339,6 +411,11 @@ class VideoFileSource(_QueuedSource):
         self.fps = fps if fps and fps > 0 and fps < 1000 else None
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = n if n > 0 else None
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if self.max_pixels and w * h > self.max_pixels:
+            cap.release()
+            raise SourceError(f"{self.path}: frames of {w}x{h} ({w * h / 1e6:.0f} megapixels) are over the limit of "
+                              f"{self.max_pixels / 1e6:g} (--max-pixels)", "raise --max-pixels on a machine with the memory")
         self._cap = cap
 
     def _produce(self) -> None:
@@ -935,17 +1012,17 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
         files = list_images(p)
         if not files:
             raise SourceError(f"no images in folder {p}", f"image types: {', '.join(IMAGE_SUFFIXES)}")
-        return ImageFilesSource(files, str(p), opts.prefetch)
+        return ImageFilesSource(files, str(p), opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     if p.is_file():
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFilesSource([p], str(p), opts.prefetch)
-        return VideoFileSource(p, opts.prefetch)
+            return ImageFilesSource([p], str(p), opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
+        return VideoFileSource(p, opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     if _is_glob(s):
         files = sorted(Path(f) for f in _glob.glob(os.path.expanduser(s), recursive=True)
                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SourceError(f"no images match {s}", "quote the pattern so the shell does not expand it")
-        return ImageFilesSource(files, s, opts.prefetch)
+        return ImageFilesSource(files, s, opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     raise SourceError(f"source not found: {s}", f"pass one of: {SOURCE_FORMS}")
 
 

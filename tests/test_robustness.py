@@ -594,3 +594,147 @@ def test_segmented_run_that_ends_cleanly(trained_run, holdout_deck, tmp_path):
     assert [_decoded_frames(p) for p in parts] == [10, 10, 10] and not out.exists()
     s = run(cfg(clip, trained_run, save_video=str(tmp_path / "one.mp4"), tile=0, max_frames=7))
     assert s.outputs["video"] == str(tmp_path / "one.mp4") and _decoded_frames(tmp_path / "one.mp4") == 7
+
+
+# -- 7. bounded memory ---------------------------------------------------------------------
+_PEAK_WRAPPER = """
+import os, resource, subprocess, sys
+limit = int(sys.argv[1])
+def cap():
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+p = subprocess.Popen(sys.argv[2:], preexec_fn=cap if limit else None)
+_, status, usage = os.wait4(p.pid, 0)
+print(f"\\nPEAK_KB {usage.ru_maxrss} EXIT {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def _peak_rss(cmd: list[str], max_address_space: int = 0) -> tuple[int, str, float]:
+    """(exit code, output, peak resident MB) of a real subprocess, from the kernel (wait4 rusage).
+
+    Started from a small wrapper process: a child forked from this big test process would
+    count the parent's pages until it execs. ``max_address_space`` caps the child's virtual
+    memory, so code that tries to allocate gigabytes fails fast instead of swapping the machine.
+    """
+    r = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(max_address_space), *cmd], capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    m = re.search(r"PEAK_KB (\d+) EXIT (-?\d+)", r.stdout)
+    assert m, out[-2000:]
+    return int(m.group(2)), out, int(m.group(1)) / 1024
+
+
+@pytest.fixture(scope="module")
+def huge_jpeg(tmp_path_factory) -> Path:
+    """A real 20000x20000 JPEG (400 megapixels, 1.2 GB decoded); mostly flat, so 8 MB on disk."""
+    import cv2
+    import numpy as np
+
+    img = np.zeros((20000, 20000), np.uint8)  # calloc: untouched pages cost nothing
+    img[::512, :] = 200
+    img[:, ::512] = 90
+    path = tmp_path_factory.mktemp("huge") / "huge.jpg"
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    del img
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def test_huge_jpeg_is_predicted_within_1gb(trained_run, huge_jpeg):
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "predict", str(trained_run), str(huge_jpeg)])
+    assert code == 0 and re.search(r"^Image: huge\.jpg \| Predicted: (CD|UD) \(p=\d\.\d\d\)$", out, re.M), out
+    assert peak < 1024, f"predict peaked at {peak:.0f} MB"
+
+
+def test_huge_jpeg_in_run_reduced_whole_or_refused_tiled_within_1gb(trained_run, huge_jpeg):
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(huge_jpeg),
+                                 "--tile", "0", "--threads", "1"])
+    assert code == 0 and "Image: " in out and "summary 1 frames" in out and peak < 1024, (peak, out[-1500:])
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(huge_jpeg),
+                                 "--threads", "1"])
+    assert code == 0 and peak < 1024, (peak, out[-1500:])
+    assert (f"skipped: {huge_jpeg}: 20000x20000 is 400 megapixels, over the limit of 100 (--max-pixels)" in out
+            and "summary 0 frames" in out)
+
+
+def test_16_bit_image_converts_without_float64(trained_run, tmp_path):
+    import cv2
+    import numpy as np
+
+    from edgecrack.preprocess import to_bgr8
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    np.testing.assert_array_equal(to_bgr8(every)[..., 0], np.round(every / 257.0).astype(np.uint8))  # same as before
+    deep = np.zeros((4000, 6000, 3), np.uint16)
+    deep[..., 2] = np.arange(6000, dtype=np.uint16) * 10
+    deep[::7, :, 1] = 60000
+    path = tmp_path / "deep16.png"
+    cv2.imwrite(str(path), deep, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    del deep
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "predict", str(trained_run), str(path)])
+    assert code == 0 and "Image: deep16.png | Predicted: " in out, out
+    # 144 MB decoded; the float64 detour alone took 2 x 576 MB (1.4 GB peak measured before).
+    assert peak < 700, f"predict of a 24-megapixel 16-bit PNG peaked at {peak:.0f} MB"
+
+
+def test_dense_tiling_is_refused_instead_of_allocating_gigabytes(trained_run, holdout_deck, tmp_path):
+    import cv2
+
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), cv2.resize(cv2.imread(str(sorted((holdout_deck / "CD").glob("*.jpg"))[0])), (512, 512)))
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(frame),
+                                 "--stride", "1", "--threads", "1"], max_address_space=4 << 30)
+    assert code == 1 and "Traceback" not in out, out[-2000:]
+    assert "a 512x512 frame makes 66049 tiles of 256 px (stride 1), over --max-tiles 4096" in out
+    assert peak < 1024
+
+
+def test_tiles_beyond_the_eager_budget_are_preprocessed_batch_by_batch(trained_run, deck_dir, monkeypatch):
+    """A grid too big to preprocess ahead is preprocessed during inference, batch by batch, and
+    gives the same crack map as the eager path."""
+    import numpy as np
+
+    import edgecrack.pipeline as pipeline
+    from edgecrack.runtime import open_backend
+    from edgecrack.sources import Frame
+    from streaming.helpers import mosaic
+
+    big = mosaic(sorted((deck_dir / "CD").glob("*.jpg"))[:6], 2, 3)
+    frame = Frame(big, 0, "mosaic", time.time(), 0)
+    with open_backend(trained_run, "onnxruntime-cpu").backend as backend:
+        eager = pipeline.Inspector(backend, tile=128, batch=4)  # 4x6 = 24 tiles
+        p = eager.prepare(frame)
+        assert p.batch is not None and p.batch.shape[0] == 24
+        want = eager.infer([p])[0].crack_map
+        monkeypatch.setattr(pipeline, "EAGER_PREPARE_BYTES", 1)
+        lazy = pipeline.Inspector(backend, tile=128, batch=4)
+        p = lazy.prepare(frame)
+        assert p.batch is None and p.nbytes == big.nbytes
+        sizes = []
+        probs = backend.probs
+        monkeypatch.setattr(backend, "probs", lambda x: sizes.append(len(x)) or probs(x))
+        got = lazy.infer([p])[0].crack_map
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert sizes == [4] * 6 and p.prep_ms > 0
+
+
+def test_read_ahead_is_bounded_in_bytes(tmp_path):
+    import cv2
+    import numpy as np
+
+    from edgecrack.sources import ImageFilesSource
+
+    paths = []
+    for i in range(6):  # 6 real JPEGs of 18 MB each decoded
+        img = np.full((2000, 3000, 3), 40 * i, np.uint8)
+        paths.append(tmp_path / f"{i}.jpg")
+        cv2.imwrite(str(paths[-1]), img)
+    src = ImageFilesSource(paths, "six", prefetch=16, prefetch_bytes=40 << 20)
+    with src:
+        time.sleep(2.0)  # nobody consumes: the reader fills what it may
+        held, held_bytes = src._q.qsize(), src._q.bytes
+        got = [src.next_frame(5.0) for _ in range(6)]
+    assert held == 2 and held_bytes == 2 * 18_000_000  # a third would pass 40 MB
+    assert [int(f.image[0, 0, 0]) for f in got] == [0, 40, 80, 120, 160, 200]
+    one = ImageFilesSource(paths[:2], "big", prefetch=16, prefetch_bytes=1)
+    with one:  # a frame larger than the budget still passes, alone
+        assert one.next_frame(5.0) is not None and one.next_frame(5.0) is not None
