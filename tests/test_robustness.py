@@ -282,7 +282,7 @@ def _hanging_opener(url: str):
     when the device or driver hangs (those have no timeout at all)."""
     import cv2
 
-    from edgecrack.sources import _cv_open
+    from edgecrack.live import _cv_open
 
     props = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 3_600_000]
     return lambda: _cv_open(url, cv2.CAP_FFMPEG, props, "hanging camera", None)
@@ -738,3 +738,31 @@ def test_read_ahead_is_bounded_in_bytes(tmp_path):
     one = ImageFilesSource(paths[:2], "big", prefetch=16, prefetch_bytes=1)
     with one:  # a frame larger than the budget still passes, alone
         assert one.next_frame(5.0) is not None and one.next_frame(5.0) is not None
+
+
+# -- 8/9. docs say what the code does --------------------------------------------------------
+def test_triton_docs_publish_on_loopback_unless_the_reader_chooses():
+    text = (REPO / "docs" / "triton.md").read_text()
+    commands = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    published = re.findall(r"-p (\S+)", commands)
+    assert published and published[0] == "127.0.0.1:8000:8000"
+    assert all(re.fullmatch(r"(\d+\.\d+\.\d+\.\d+):\d+:\d+", p) for p in published), published  # never all interfaces
+    assert "no authentication" in text and "--http-address=127.0.0.1" in text
+
+
+def test_threat_model_limits_name_real_flags_and_settings():
+    import importlib
+
+    import typer.main
+
+    text = (REPO / "docs" / "threat-model.md").read_text()
+    assert "(security-artifacts.md)" in text
+    run_cmd = typer.main.get_command(app).commands["run"]
+    known = {o for p in run_cmd.params for o in p.opts}
+    flags = set(re.findall(r"`run (--[a-z-]+)`", text)) | set(re.findall(r"`run (--[a-z-]+) ", text))
+    assert {"--max-pixels", "--max-tiles", "--queue-mb", "--max-abandoned", "--video-segment"} <= flags <= known
+    for mod, name in re.findall(r"`edgecrack\.(\w+)\.([A-Z_]+)`", text):
+        assert hasattr(importlib.import_module(f"edgecrack.{mod}"), name), f"edgecrack.{mod}.{name}"
+    unit = (JETSON / "edgecrack.service").read_text()
+    for directive in ("MemoryMax=75%", "TasksMax=256", "LimitNOFILE=4096", "TimeoutStopSec=30"):
+        assert directive in unit and directive.split("=")[0] in text
