@@ -213,9 +213,12 @@ def predict_cmd(
                                                  "a bigger JPEG is decoded reduced, other formats are skipped."),
 ) -> None:
     """Predict single or multiple images (tutorial-style lines, or --json)."""
+    from .errors import ConfigError
     from .evaluate import expand_inputs, predict_files
     from .runtime import open_backend
 
+    if max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels:g}")
     sel = open_backend(artifact, backend)
     paths = expand_inputs(images)
 

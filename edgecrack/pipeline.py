@@ -107,6 +107,8 @@ class RunConfig:
             raise ConfigError(f"--max-pixels must be >= 0 (0: no limit), got {self.source_options.max_pixels}")
         if self.source_options.prefetch_bytes < 1:
             raise ConfigError("--queue-mb must be > 0")
+        if self.source_options.max_abandoned < 0:
+            raise ConfigError(f"--max-abandoned must be >= 0, got {self.source_options.max_abandoned}")
         if self.tile < 0:
             raise ConfigError(f"--tile must be >= 0 (0: no tiling), got {self.tile}")
         if self.stride is not None and (self.tile == 0 or not 1 <= self.stride <= self.tile):
