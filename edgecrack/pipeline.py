@@ -277,7 +277,7 @@ class RunSummary:
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        return {"type": "summary", **asdict(self)}
+        return {"type": "summary", **redact_record(asdict(self))}
 
 
 class Sink:
