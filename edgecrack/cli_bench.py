@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import console, err_console, user_errors
@@ -52,7 +53,7 @@ def _rich_reporter():
             self.prog.advance(self.task, n)
 
         def message(self, text: str) -> None:
-            self.prog.console.print(f"  [dim]{text}[/]")
+            self.prog.console.print(f"  [dim]{escape(str(text))}[/]")
 
         def finish(self) -> None:
             if self.task is not None:
@@ -63,7 +64,7 @@ def _rich_reporter():
 
 
 def _results_table(report) -> Table:
-    t = Table(title=f"edgecrack bench: {report.run}", show_lines=False)
+    t = Table(title=escape(f"edgecrack bench: {report.run}"), show_lines=False)
     for col, just in (("artifact / backend", "left"), ("batch", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                       ("img/s", "right"), ("e2e p50", "right"), ("acc", "right"), ("peak MiB", "right")):
         t.add_column(col, justify=just)
@@ -72,7 +73,7 @@ def _results_table(report) -> Table:
             first = i == 0
             acc = f"{c.accuracy.accuracy:.3f}" if (first and c.accuracy) else ""
             peak = c.memory.get("peak_delta_mb") if first else None
-            t.add_row(c.label if first else "", str(b.batch), f"{b.compute.p50_ms:.2f}", f"{b.compute.p99_ms:.2f}",
+            t.add_row(escape(c.label) if first else "", str(b.batch), f"{b.compute.p50_ms:.2f}", f"{b.compute.p99_ms:.2f}",
                       f"{b.compute.images_per_s:.1f}", f"{b.e2e.p50_ms:.2f}" if b.e2e else "-", acc,
                       "" if peak is None else f"{peak:.0f}")
     return t
@@ -81,7 +82,7 @@ def _results_table(report) -> Table:
 def _print_unavailable(report) -> None:
     for c in report.results:
         if not c.ok:
-            console.print(f"  [yellow]{c.status}[/] {c.label}: {c.reason}")
+            console.print(f"  [yellow]{c.status}[/] {escape(c.label)}: {escape(str(c.reason))}")
 
 
 def _comparison_table(cmp) -> Table:
@@ -93,8 +94,8 @@ def _comparison_table(cmp) -> Table:
     for r in cmp.rows:
         fmt = (lambda v: "-" if v is None else f"{v:.3f}" if r.metric == "accuracy" else f"{v:.2f}")
         verdict = "[bold red]REGRESSED[/]" if r.regressed else "[green]ok[/]"
-        t.add_row(r.cell, "" if r.batch is None else str(r.batch), short.get(r.metric, r.metric), fmt(r.old), fmt(r.new),
-                  "-" if r.ratio is None else f"{r.ratio:.2f}x", f"{verdict} {r.note}".strip())
+        t.add_row(escape(r.cell), "" if r.batch is None else str(r.batch), short.get(r.metric, r.metric), fmt(r.old),
+                  fmt(r.new), "-" if r.ratio is None else f"{r.ratio:.2f}x", f"{verdict} {escape(r.note)}".strip())
     return t
 
 
@@ -156,22 +157,22 @@ def bench_cmd(
     _print_unavailable(rep)
     if out is not None:
         paths = write_report(rep, out)
-        console.print("report: " + ", ".join(str(p) for p in paths.values()))
+        console.print("report: " + ", ".join(str(p) for p in paths.values()), markup=False)
     for n in rep.notes:
         if n.startswith("plots skipped"):
-            err_console.print(f"[yellow]{n}[/]")
+            err_console.print(f"[yellow]{escape(n)}[/]")
     console.print("[bold]summary[/]")
     for line in rep.summary.get("lines", []):
-        console.print(f"  {line}")
+        console.print(f"  {escape(str(line))}")
     if compare is not None:
         cmp = compare_reports(read_report(compare), rep, tolerance, accuracy_budget)
         console.print(_comparison_table(cmp))
         for n in cmp.notes:
-            err_console.print(f"[yellow]note:[/] {n}")
+            err_console.print(f"[yellow]note:[/] {escape(str(n))}")
         if not cmp.passed:
-            err_console.print(f"[bold red]{len(cmp.regressions)} regression(s)[/] past the tolerance against {compare}")
+            err_console.print(f"[bold red]{len(cmp.regressions)} regression(s)[/] past the tolerance against {escape(str(compare))}")
             raise typer.Exit(EXIT_REGRESSION)
-        console.print(f"[green]no regression[/] against {compare} (tolerance {tolerance:.0%})")
+        console.print(f"[green]no regression[/] against {escape(str(compare))} (tolerance {tolerance:.0%})")
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ class _PhaseProgress:
         total = self._totals.get(phase, 0)
         if phase not in self._tasks:
             if not total:
-                console.print(f"  {phase}")
+                console.print(f"  {escape(str(phase))}")
                 self._tasks[phase] = -1
                 return
             self._tasks[phase] = self._p.add_task(phase, total=total)
@@ -191,7 +191,7 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
                   f"{res.fp32.accuracy:.3f} ({d['accuracy_points']:+.1f} pts), top-1 agreement "
                   f"{d['top1_agreement'] * 100:.1f} %, speed x{d['speedup_batch1']:.2f} at batch 1, "
                   f"x{d['speedup_batch8']:.2f} at batch 8")
-    console.print(f"  calibration: {escape(res.calibration)}")
+    console.print(f"  calibration: {escape(str(res.calibration))}")
 
 
 def int8_table(fp32, candidates, chosen: str, title: str) -> Table:

@@ -24,10 +24,10 @@ def _rich_reporter():
             self._task = None
 
         def stage(self, name, detail=""):
-            console.print(f"[bold cyan]{name}[/] {escape(detail)}")
+            console.print(f"[bold cyan]{name}[/] {escape(str(detail))}")
 
         def message(self, text):
-            console.print(f"  {escape(text)}")
+            console.print(f"  {escape(str(text))}")
 
         def progress(self, task, done, total):
             if self._prog is None:
@@ -149,7 +149,7 @@ def train_cmd(
     res = train(cfg, _rich_reporter())
     best = (f"exact head, L2 {res.metrics['best_l2']:.0e}" if res.metrics.get("solver") == "lbfgs"
             else f"best epoch {res.best_epoch}")
-    console.print(_metrics_table(res.metrics, f"edgecrack train: {res.manifest.backbone}, {best}"))
+    console.print(_metrics_table(res.metrics, escape(f"edgecrack train: {res.manifest.backbone}, {best}")))
     thr = res.manifest.threshold
     tm = res.timings
     console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "
@@ -202,7 +202,7 @@ def eval_cmd(
     if json_out:
         console.print_json(json.dumps({"artifact": res.artifact, "backend": res.backend, "metrics": res.metrics}))
         return
-    console.print(_metrics_table({"eval": res.metrics}, f"{Path(res.artifact).name} on {res.backend['backend']}"))
+    console.print(_metrics_table({"eval": res.metrics}, escape(f"{Path(res.artifact).name} on {res.backend['backend']}")))
     if res.skipped:
         err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]),
                           markup=False)
@@ -215,11 +215,16 @@ def predict_cmd(
     label_from: str = typer.Option("folder", help="Where 'Actual' comes from when known: folder or prefix."),
     batch_size: int = typer.Option(16, help="Images per inference call."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    max_pixels: float = typer.Option(100.0, help="Largest image decoded at full size, in megapixels (0: no limit); "
+                                                 "a bigger JPEG is decoded reduced, other formats are skipped."),
 ) -> None:
     """Predict single or multiple images (tutorial-style lines, or --json)."""
+    from .errors import ConfigError
     from .evaluate import expand_inputs, predict_files
     from .runtime import open_backend
 
+    if max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels:g}")
     sel = open_backend(artifact, backend)
     paths = expand_inputs(images)
 
@@ -229,9 +234,9 @@ def predict_cmd(
         else:
             typer.echo(p.line())
 
-    preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show)
+    preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show, max_pixels=int(max_pixels * 1e6))
     for p, why in skipped:
-        err_console.print(f"skipped {p}: {why}")
+        err_console.print(f"skipped {p}: {why}", markup=False, soft_wrap=True)
     if not preds:
         err_console.print("[bold red]error:[/] no image could be predicted")
         raise typer.Exit(1)

@@ -55,8 +55,12 @@ def _actual(path: Path, labels: list[str], label_from: str) -> str | None:
 
 
 def predict_files(sel: Selection, paths: list[Path], batch_size: int = 16, label_from: str = "folder",
-                  on_result: Callable[[Prediction], None] | None = None) -> tuple[list[Prediction], list[tuple[str, str]]]:
+                  on_result: Callable[[Prediction], None] | None = None,
+                  max_pixels: int | None = None) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict images in batches; undecodable or missing files are skipped and returned.
+
+    Each image is resized whole to the model input, so one over ``max_pixels`` (None: the
+    default limit) is decoded reduced when it is a JPEG, never at full size.
 
     Returns:
         (predictions in input order, skipped ``(path, reason)``)
@@ -88,7 +92,7 @@ def predict_files(sel: Selection, paths: list[Path], batch_size: int = 16, label
             skipped.append((str(pth), "not an image file type"))
             continue
         try:
-            bi.append(decode_image(pth))
+            bi.append(decode_image(pth, max_pixels, (m.input.height, m.input.width)))
             bp.append(pth)
         except ImageDecodeError as e:
             skipped.append((str(pth), e.message.split(": ", 1)[-1]))

@@ -9,8 +9,6 @@ frame in flight finishes, sinks flush and close, and the summary is still produc
 
 from __future__ import annotations
 
-import queue
-import signal
 import threading
 import time
 from collections import deque
@@ -20,13 +18,25 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, SourceError
 from .geo import record_fields
 from .preprocess import preprocess
-from .sources import Frame, Source, SourceEvent, SourceOptions, open_source
+from .redact import redact, redact_record
+from .sources import STOP_JOIN_S, Frame, ImageFilesSource, Source, SourceEvent, SourceOptions, nbytes_of, open_source
 from .tiling import EDGE_MODES, OVERLAY_MODES, TemporalSmoother, TileGrid, crack_map_from_probs, tile_grid, tiles_from_frame
+from .workers import SINK_FINISH_S, OutputFailed, PreparedFrames, SinkThread, Stopper
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "sinks")
+#: Upper bound of a clean stop after SIGTERM, the frame in flight aside: the source's thread,
+#: the sink thread, and a margin for closing files and the backend. The systemd unit's
+#: TimeoutStopSec must exceed it (tests/test_robustness.py checks).
+STOP_TIMEOUT_S = STOP_JOIN_S + SINK_FINISH_S + 5.0
+#: Most tiles one frame may be cut into (``--max-tiles``): ``--stride 1`` on a 512 px frame
+#: makes 66049 tiles, 12 GiB of model input.
+DEFAULT_MAX_TILES = 4096
+#: A frame's tiles are preprocessed ahead of inference (on the prepare thread) up to this many
+#: bytes of model input; a bigger grid is preprocessed batch by batch during inference.
+EAGER_PREPARE_BYTES = 64 << 20
 
 
 @dataclass
@@ -44,17 +54,22 @@ class RunConfig:
         stride: Step between tiles (None: ``tile``).
         edge: ``shift``, ``pad`` or ``drop`` (see :mod:`edgecrack.tiling`).
         batch: Most tiles per inference call.
+        max_tiles: Most tiles per frame (0: no limit); a denser grid stops the run with a
+            clear error instead of exhausting memory.
         threshold: Crack threshold on the positive class (None: the manifest's).
         min_tiles: Cracked tiles needed to call a frame cracked.
         smooth: Moving average of tile maps over this many frames (video and live only).
         logs: ``.jsonl`` and/or ``.csv`` log files, written and flushed per frame.
         save_video: Annotated video output (``.mp4`` or ``.avi``).
         save_video_fps: Its frame rate (None: the source's, else 10).
+        save_video_segment_s: Seconds of video per file (None: 60 for ``.mp4``, which is
+            unplayable when cut, one file for ``.avi``/``.mkv``/``.ts``, which are not).
         save_flagged: Folder for annotated frames where cracks were found.
         show: Show a window (needs a display and an OpenCV with GUI support).
         overlay: ``boxes``, ``heat``, ``both`` or ``none``.
         max_frames: Stop after this many frames.
-        source_options: Capture / reconnect settings.
+        source_options: Capture / reconnect / read-ahead settings; its ``prefetch_bytes`` also
+            bounds the loop's own two queues (prepared frames, frames waiting for the sinks).
         handle_signals: Install SIGINT/SIGTERM handlers (main thread only).
     """
 
@@ -68,12 +83,14 @@ class RunConfig:
     stride: int | None = None
     edge: str = "shift"
     batch: int = 8
+    max_tiles: int = DEFAULT_MAX_TILES
     threshold: float | None = None
     min_tiles: int = 1
     smooth: int = 1
     logs: list[str] = field(default_factory=list)
     save_video: str | None = None
     save_video_fps: float | None = None
+    save_video_segment_s: float | None = None
     save_flagged: str | None = None
     show: bool = False
     overlay: str = "boxes"
@@ -85,6 +102,14 @@ class RunConfig:
         """Raise :class:`ConfigError` on impossible option values, before anything opens."""
         if self.batch < 1:
             raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+        if self.max_tiles < 0:
+            raise ConfigError(f"--max-tiles must be >= 0 (0: no limit), got {self.max_tiles}")
+        if self.source_options.max_pixels < 0:
+            raise ConfigError(f"--max-pixels must be >= 0 (0: no limit), got {self.source_options.max_pixels}")
+        if self.source_options.prefetch_bytes < 1:
+            raise ConfigError("--queue-mb must be > 0")
+        if self.source_options.max_abandoned < 0:
+            raise ConfigError(f"--max-abandoned must be >= 0, got {self.source_options.max_abandoned}")
         if self.tile < 0:
             raise ConfigError(f"--tile must be >= 0 (0: no tiling), got {self.tile}")
         if self.stride is not None and (self.tile == 0 or not 1 <= self.stride <= self.tile):
@@ -107,8 +132,12 @@ class RunConfig:
                 raise ConfigError(f"--log {log}: the file type is taken from the suffix", "name it *.jsonl or *.csv")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as recorded in logs: credentials in ``source`` and ``url`` are masked."""
         d = asdict(self)
         d["source_options"] = asdict(self.source_options)
+        d["source"] = redact(self.source)
+        if self.url:
+            d["url"] = redact(self.url)
         return d
 
 
@@ -225,9 +254,9 @@ class RunInfo:
     request_stop: Callable[[str], None]
 
     def to_record(self) -> dict[str, Any]:
-        return {"type": "start", "time": round(self.started, 6), "source": self.source, "source_kind": self.source_kind,
-                "live": self.live, "fps": self.fps, "backend": self.backend,
-                "backend_skipped": [list(s) for s in self.backend_skipped], "labels": self.labels,
+        return {"type": "start", "time": round(self.started, 6), "source": redact(self.source),
+                "source_kind": self.source_kind, "live": self.live, "fps": self.fps, "backend": redact_record(self.backend),
+                "backend_skipped": redact_record([list(s) for s in self.backend_skipped]), "labels": self.labels,
                 "positive_label": self.positive_label, "threshold": self.threshold, "config": self.config.to_dict()}
 
 
@@ -249,13 +278,22 @@ class RunSummary:
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        return {"type": "summary", **asdict(self)}
+        return {"type": "summary", **redact_record(asdict(self))}
 
 
 class Sink:
-    """Base class of outputs. ``write`` runs on the sink thread, in frame order."""
+    """Base class of outputs. ``write`` runs on the sink thread, in frame order.
+
+    An :class:`OSError` from ``open``, ``write`` or ``event`` (a full disk, an I/O error) does
+    not end the run: it is reported to the other sinks as an ``error`` event (once, until the
+    sink writes again) and the inspection goes on. Any other exception ends the run.
+    """
 
     needs_overlay = False
+
+    def describe(self) -> str:
+        """How this output is named in messages (e.g. ``--log run.jsonl``)."""
+        return type(self).__name__
 
     def open(self, info: RunInfo) -> None:
         pass
@@ -279,99 +317,16 @@ class Sink:
         return {}
 
 
-class _SinkThread:
-    """Runs sinks on their own thread so writing overlaps inference."""
-
-    def __init__(self, sinks: list[Sink], info: RunInfo, timer: StageTimer, overlay_mode: str, maxsize: int = 8):
-        self.sinks = sinks
-        self.info = info
-        self.timer = timer
-        self.overlay_mode = overlay_mode
-        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="edgecrack-sinks", daemon=True)
-        self.thread.start()
-
-    def put(self, item: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put(item)
-
-    def _run(self) -> None:
-        from .tiling import overlay
-
-        while True:
-            try:
-                item = self.q.get(timeout=0.25)
-            except queue.Empty:
-                if self.error is None:
-                    try:
-                        for s in self.sinks:
-                            s.idle(self.info)
-                    except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
-                        self.error = e
-                continue
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            try:
-                if isinstance(item, SourceEvent):
-                    for s in self.sinks:
-                        s.event(item)
-                    continue
-                t0 = time.perf_counter()
-                r: FrameResult = item
-                if any(s.wants_overlay(r) for s in self.sinks):
-                    r.overlay = overlay(r.frame.image, r.grid, r.crack_map, r.threshold, self.overlay_mode,
-                                        banner=r.banner(), cracked=r.cracked)
-                for s in self.sinks:
-                    s.write(r)
-                ms = (time.perf_counter() - t0) * 1e3
-                r.stages["sinks"] = ms
-                self.timer.add("sinks", ms)
-            except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
-                self.error = e
-
-    def finish(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-
-
-class _Stopper:
-    """SIGINT/SIGTERM -> a clean stop; a second SIGINT interrupts at once."""
-
-    def __init__(self, enabled: bool):
-        self.event = threading.Event()
-        self.reason: str | None = None
-        self._old: dict[int, Any] = {}
-        if enabled and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.request(f"stopped by {name}")
-
-    def request(self, reason: str) -> None:
-        if not self.event.is_set():
-            self.reason = reason
-            self.event.set()
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
-
-
 @dataclass
 class _Pending:
     frame: Frame
     grid: TileGrid
-    batch: np.ndarray
+    batch: np.ndarray | None  # None: preprocessed batch by batch in Inspector.infer
     prep_ms: float
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes_of(self.frame) + (self.batch.nbytes if self.batch is not None else 0)
 
 
 class Inspector:
@@ -389,10 +344,12 @@ class Inspector:
         min_tiles: Cracked tiles for a cracked frame.
         smooth: Temporal smoothing window (frames).
         timer: Where stage times go.
+        max_tiles: Most tiles per frame (0: no limit).
     """
 
     def __init__(self, backend: Any, tile: int = 256, stride: int | None = None, edge: str = "shift", batch: int = 8,
-                 threshold: float | None = None, min_tiles: int = 1, smooth: int = 1, timer: StageTimer | None = None):
+                 threshold: float | None = None, min_tiles: int = 1, smooth: int = 1, timer: StageTimer | None = None,
+                 max_tiles: int = DEFAULT_MAX_TILES):
         m = backend.manifest
         if m.positive_index is None or len(m.labels) != 2:
             raise ConfigError(f"{backend.artifact} is not a binary crack model (labels {m.labels}, positive "
@@ -405,34 +362,83 @@ class Inspector:
         self.min_tiles = min_tiles
         self.smoother = TemporalSmoother(smooth)
         self.timer = timer or StageTimer()
+        self.max_tiles = max_tiles
         self._grids: dict[tuple[int, int], TileGrid] = {}
 
     def grid_for(self, h: int, w: int) -> TileGrid:
+        """The tile grid of a frame size.
+
+        Raises:
+            ConfigError: More tiles than ``max_tiles``.
+        """
         g = self._grids.get((h, w))
         if g is None:
-            g = self._grids[(h, w)] = tile_grid(h, w, self.tile, self.stride, self.edge)
+            g = tile_grid(h, w, self.tile, self.stride, self.edge)
+            if self.max_tiles and g.n > self.max_tiles:
+                raise ConfigError(f"a {w}x{h} frame makes {g.n} tiles of {self.tile} px (stride "
+                                  f"{self.stride or self.tile}), over --max-tiles {self.max_tiles}",
+                                  "raise --stride or --tile, or --max-tiles if the frame must be covered this densely")
+            self._grids[(h, w)] = g
         return g
 
     def prepare(self, frame: Frame) -> _Pending:
-        """Tile and preprocess one frame."""
+        """Tile and preprocess one frame (a very large grid only later, batch by batch)."""
         t0 = time.perf_counter()
         h, w = frame.image.shape[:2]
         grid = self.grid_for(h, w)
-        batch = preprocess(tiles_from_frame(frame.image, grid), self.manifest.input)
+        c = self.manifest.input
+        batch = None
+        if grid.n * c.height * c.width * 3 <= EAGER_PREPARE_BYTES:
+            batch = preprocess(tiles_from_frame(frame.image, grid), c)
         ms = (time.perf_counter() - t0) * 1e3
         self.timer.add("preprocess", ms)
         return _Pending(frame, grid, batch, ms)
+
+    def _pieces(self, p: _Pending):
+        """Model input of one frame: its prepared batch, or its tiles preprocessed ``batch`` at a time."""
+        if p.batch is not None:
+            yield p.batch
+            return
+        tiles = tiles_from_frame(p.frame.image, p.grid)
+        for i in range(0, len(tiles), self.batch):
+            t0 = time.perf_counter()
+            x = preprocess(tiles[i:i + self.batch], self.manifest.input)
+            ms = (time.perf_counter() - t0) * 1e3
+            self.timer.add("preprocess", ms)
+            p.prep_ms += ms
+            yield x
 
     def infer(self, pending: list[_Pending], dropped: int = 0) -> list[FrameResult]:
         """Run the tiles of several prepared frames in batches of at most ``batch``, then postprocess."""
         if not pending:
             return []
-        x = pending[0].batch if len(pending) == 1 else np.concatenate([p.batch for p in pending])
-        t0 = time.perf_counter()
         pos = self.manifest.positive_index
-        parts = [self.backend.probs(x[i:i + self.batch])[:, pos] for i in range(0, len(x), self.batch)]
+        parts: list[np.ndarray] = []
+        buf: list[np.ndarray] = []
+        have = 0
+        inf_ms = 0.0
+
+        def run_batch() -> None:
+            nonlocal buf, have, inf_ms
+            x = buf[0] if len(buf) == 1 else np.concatenate(buf)
+            t0 = time.perf_counter()
+            parts.append(self.backend.probs(x)[:, pos])
+            inf_ms += (time.perf_counter() - t0) * 1e3
+            buf, have = [], 0
+
+        for p in pending:
+            for piece in self._pieces(p):
+                start = 0
+                while start < len(piece):
+                    take = min(self.batch - have, len(piece) - start)
+                    buf.append(piece[start:start + take])
+                    have += take
+                    start += take
+                    if have == self.batch:
+                        run_batch()
+        if buf:
+            run_batch()
         probs = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        inf_ms = (time.perf_counter() - t0) * 1e3
         self.timer.add("inference", inf_ms, inf_ms)
         out = []
         k = 0
@@ -459,82 +465,9 @@ class Inspector:
         return self.infer([self.prepare(f) for f in frames])
 
 
-class _Prepared:
-    """Frames of a source, tiled and preprocessed.
-
-    Recorded sources are prepared on a worker thread a few frames ahead, so tiling and
-    resizing overlap inference instead of adding to it. Live sources are prepared on demand:
-    a queue in front of inference would hold stale frames.
-    """
-
-    def __init__(self, src: Source, insp: Inspector, ahead: int = 4):
-        self.src = src
-        self.insp = insp
-        self.ended = False
-        self._q: queue.Queue | None = None
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if not src.live:
-            self._q = queue.Queue(maxsize=max(2, ahead))
-            self._thread = threading.Thread(target=self._work, name="edgecrack-prepare", daemon=True)
-            self._thread.start()
-
-    def _work(self) -> None:
-        try:
-            while not self._stop.is_set():
-                f = self.src.next_frame(timeout=0.25)
-                if f is None:
-                    if self.src.ended:
-                        break
-                    continue
-                p = self.insp.prepare(f)
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(p, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as e:  # noqa: BLE001 - re-raised on the loop thread
-            self._error = e
-        finally:
-            self._q.put(None)
-
-    def get(self, timeout: float) -> _Pending | None:
-        """The next prepared frame, or None (then :attr:`ended` says whether more will come)."""
-        if self._q is None:
-            f = self.src.next_frame(timeout)
-            if f is None:
-                self.ended = self.src.ended
-                return None
-            return self.insp.prepare(f)
-        if self.ended:
-            return None
-        try:
-            p = self._q.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if p is None:
-            self.ended = True
-            if self._error is not None:
-                raise self._error
-        return p
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            # Unblock a worker waiting on a full queue, then wait for it.
-            while self._thread.is_alive():
-                try:
-                    self._q.get_nowait()
-                except queue.Empty:
-                    pass
-                self._thread.join(timeout=0.05)
-            self._thread = None
-
-
 def run(config: RunConfig, sinks: list[Sink] | None = None,
-        on_start: Callable[[RunInfo, str], None] | None = None) -> RunSummary:
+        on_start: Callable[[RunInfo, str], None] | None = None,
+        on_connect: Callable[[Source], None] | None = None) -> RunSummary:
     """Inspect a source with a model until it ends, ``max_frames``, or a stop signal.
 
     Args:
@@ -542,6 +475,8 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         sinks: Outputs besides those named in ``config`` (e.g. the console sink of the CLI).
         on_start: Called once the backend and source are open, with the run info and the
             backend selection's description (the CLI prints it).
+        on_connect: Called with a live source just before connecting to it (which can take
+            up to ``source_options.wait_s``).
 
     Returns:
         The run's summary (also written to the logs).
@@ -549,46 +484,61 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
     Raises:
         ConfigError: Invalid options.
         ArtifactError, BackendUnavailable: The model cannot run here.
-        SourceError: The source cannot be opened.
+        SourceError: The source cannot be opened, or failed for good during the run (the
+            logs are closed with their summary first).
     """
     from .runtime import open_backend
     from .sinks import sinks_from_config
 
     config.validate()
+    own_sinks = sinks_from_config(config)  # checks outputs (display, writable paths) before anything opens
     src = open_source(config.source, config.source_options)
     if config.smooth > 1 and src.kind == "images":
         raise ConfigError("--smooth averages consecutive video frames; an image folder has none",
                           "drop --smooth for folders and globs")
-    own_sinks = sinks_from_config(config)  # checks outputs (display, writable paths) before loading anything
     sel = open_backend(config.model, config.backend, strict=config.strict, threads=config.threads, url=config.url)
     timer = StageTimer()
-    stopper = _Stopper(config.handle_signals)
-    sink_thread: _SinkThread | None = None
+    stopper = Stopper(config.handle_signals)
+    sink_thread: SinkThread | None = None
     all_sinks: list[Sink] = []
     opened: list[Sink] = []
     frames = cracked = tiles = events = 0
     t_start = time.perf_counter()
     summary: RunSummary | None = None
-    prepared: _Prepared | None = None
+    prepared: PreparedFrames | None = None
     try:
         insp = Inspector(sel.backend, config.tile, config.stride, config.edge, config.batch, config.threshold,
-                         config.min_tiles, config.smooth, timer)
-        src.start()
+                         config.min_tiles, config.smooth, timer, config.max_tiles)
+        if config.tile == 0 and isinstance(src, ImageFilesSource):
+            # Whole images are only resized down to the model input: an over-limit JPEG may be
+            # decoded reduced (to no less than that input) instead of being skipped.
+            src.min_size = (sel.backend.manifest.input.height, sel.backend.manifest.input.width)
+        if on_connect is not None and src.live:
+            on_connect(src)
+        src.start(cancel=stopper.event)
         m = sel.backend.manifest
         info = RunInfo(config, sel.backend.info(), list(sel.skipped), src.description, src.kind, src.live, src.fps,
                        list(m.labels), m.positive_label, insp.threshold, time.time(), stopper.request)
         all_sinks = list(sinks or []) + own_sinks
+        early: list[OutputFailed] = []
         for s in all_sinks:
-            s.open(info)
+            try:
+                s.open(info)
+            except OSError as e:  # e.g. the start record on a disk that filled up: reported, not fatal
+                early.append(OutputFailed(s, e))
             opened.append(s)
         if on_start:
             on_start(info, sel.describe())
-        sink_thread = _SinkThread(all_sinks, info, timer, config.overlay)
+        qbytes = config.source_options.prefetch_bytes
+        sink_thread = SinkThread(all_sinks, info, timer, config.overlay, max_bytes=qbytes)
+        for f in early:
+            sink_thread.put(f)
         t_start = time.perf_counter()
-        prepared = _Prepared(src, insp)
+        prepared = PreparedFrames(src, insp, max_bytes=qbytes)
         pending: list[_Pending] = []
         pending_tiles = 0
         stop_reason = "source ended"
+        failure: SourceError | None = None
 
         def flush() -> None:
             nonlocal pending, pending_tiles, frames, cracked, tiles
@@ -610,7 +560,12 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
             if config.max_frames is not None and frames + len(pending) >= config.max_frames:
                 stop_reason = f"max frames ({config.max_frames})"
                 break
-            p = prepared.get(timeout=0.25)
+            try:
+                p = prepared.get(timeout=0.25)
+            except SourceError as e:
+                failure = e
+                stop_reason = f"source failed: {e.message}"
+                break
             if p is None:
                 if prepared.ended:
                     stop_reason = src.end_reason or "source ended"
@@ -631,6 +586,7 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
         sink_thread.finish()
         if sink_thread.error is not None:
             raise sink_thread.error
+        events += sink_thread.events
         sink_thread = None
         outputs: dict[str, Any] = {}
         for s in all_sinks:
@@ -639,6 +595,8 @@ def run(config: RunConfig, sinks: list[Sink] | None = None,
                              round(frames / elapsed, 3) if elapsed > 0 else 0.0,
                              round(tiles / elapsed, 3) if elapsed > 0 else 0.0, timer.summary(frames), stop_reason,
                              events, outputs)
+        if failure is not None:
+            raise failure  # after the summary exists, so the logs end with it
         return summary
     finally:
         stopper.restore()

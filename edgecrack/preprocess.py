@@ -9,6 +9,7 @@ graph. The model input contract is ``uint8 [N, H, W, 3]`` in BGR order, exactly 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,12 @@ import numpy as np
 from .errors import ImageDecodeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Largest image decoded at full size, in pixels (``--max-pixels``; 0: no limit). 100 MP is a
+#: 12000x8000 photo (about 300 MB decoded as BGR). A bigger image is decoded reduced where
+#: that changes nothing (the whole image is resized to the model input anyway, and it is a
+#: JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale directly), else refused with a clear message.
+DEFAULT_MAX_PIXELS = 100_000_000
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
 @dataclass(frozen=True)
@@ -60,44 +67,143 @@ class InputContract:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def decode_image(path: str | Path) -> np.ndarray:
+def decode_image(path: str | Path, max_pixels: int | None = None,
+                 min_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image file as ``uint8 [H, W, 3]`` BGR.
 
     Grey images are expanded to three channels, alpha is dropped, 16-bit images are scaled
-    to 8 bits. Raises instead of returning ``None`` (OpenCV's silent failure).
+    to 8 bits. Raises instead of returning ``None`` (OpenCV's silent failure). The pixel
+    count is read from the file's header before anything is decoded (see
+    :func:`decode_bytes`).
 
     Args:
         path: Image file.
+        max_pixels: Largest image decoded at full size (None: :data:`DEFAULT_MAX_PIXELS`,
+            0: no limit).
+        min_size: ``(height, width)`` the caller needs at least; set when the image is only
+            resized down to it (whole-image inference), which lets a JPEG over the limit be
+            decoded reduced instead of refused.
 
     Returns:
         The decoded BGR image.
 
     Raises:
-        ImageDecodeError: The file is empty, truncated, corrupt or not an image.
+        ImageDecodeError: The file is empty, truncated, corrupt, not an image, or over the
+            pixel limit.
     """
     p = Path(path)
     try:
         data = np.fromfile(str(p), dtype=np.uint8)
     except OSError as e:
         raise ImageDecodeError(f"cannot read {p}: {e.strerror or e}") from None
-    return decode_bytes(data, source=str(p))
+    return decode_bytes(data, source=str(p), max_pixels=max_pixels, min_size=min_size)
 
 
-def decode_bytes(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
+def image_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of a JPEG, PNG, BMP, WebP or TIFF, without decoding.
+
+    Returns:
+        The size, or None when the format or the header is not recognised.
+    """
+    b = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    try:
+        if b[:2] == b"\xff\xd8":
+            return _jpeg_size(b)
+        if b[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", b[16:24])
+        if b[:2] == b"BM":
+            if struct.unpack("<I", b[14:18])[0] == 12:
+                return struct.unpack("<HH", b[18:22])
+            w, h = struct.unpack("<ii", b[18:26])
+            return abs(w), abs(h)
+        if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+            return _webp_size(b)
+        if b[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(b)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 4 <= len(b):
+        if b[i] != 0xFF:
+            return None
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            i += 2
+            continue
+        length = struct.unpack(">H", b[i + 2:i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", b[i + 5:i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
+def _webp_size(b: bytes) -> tuple[int, int] | None:
+    chunk = b[12:16]
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", b[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":
+        bits = struct.unpack("<I", b[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(b[24:27], "little") + 1, int.from_bytes(b[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(b: bytes) -> tuple[int, int] | None:
+    end = "<" if b[:2] == b"II" else ">"
+    ifd = struct.unpack(end + "I", b[4:8])[0]
+    n = struct.unpack(end + "H", b[ifd:ifd + 2])[0]
+    found: dict[int, int] = {}
+    for k in range(n):
+        e = ifd + 2 + 12 * k
+        tag, typ = struct.unpack(end + "HH", b[e:e + 4])
+        if tag in (256, 257):
+            found[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), b[e + 8:e + (10 if typ == 3 else 12)])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+def decode_bytes(data: bytes | np.ndarray, source: str = "<bytes>", max_pixels: int | None = None,
+                 min_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to ``uint8 [H, W, 3]`` BGR.
+
+    Memory stays bounded: the size is read from the header first, and an image over
+    ``max_pixels`` is either decoded reduced (a JPEG, when ``min_size`` says the caller only
+    needs that much) or refused before a byte of it is decoded.
 
     Args:
         data: Encoded bytes.
         source: Name used in error messages.
+        max_pixels: See :func:`decode_image`.
+        min_size: See :func:`decode_image`.
 
     Raises:
-        ImageDecodeError: Empty, truncated or undecodable data.
+        ImageDecodeError: Empty, truncated, undecodable data, or over the pixel limit.
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if buf.size == 0:
         raise ImageDecodeError(f"{source}: empty file")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     # ANYCOLOR|ANYDEPTH (not UNCHANGED) so EXIF orientation is applied, as cv2.imread does.
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    size = image_size(buf) if limit else None
+    if size is not None and size[0] * size[1] > limit:
+        flags = _reduced_flags(size, limit, min_size, buf)
+        if flags is None:
+            w, h = size
+            raise ImageDecodeError(f"{source}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
+                                   f"{limit / 1e6:g} (--max-pixels); decoding it would take about "
+                                   f"{w * h * 3 / 2**30:.1f} GiB. Raise --max-pixels on a machine with the memory, "
+                                   "downscale the image, or (edgecrack run) use --tile 0 to decode a JPEG reduced")
+    img = cv2.imdecode(buf, flags)
     if img is None or img.size == 0:
         raise ImageDecodeError(f"{source}: not a decodable image (corrupt, truncated or unsupported)")
     if _is_truncated_jpeg(buf):
@@ -117,10 +223,25 @@ def _is_truncated_jpeg(buf: np.ndarray) -> bool:
     return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
 
 
+def _reduced_flags(size: tuple[int, int], limit: int, min_size: tuple[int, int] | None, buf: np.ndarray) -> int | None:
+    """imdecode flags for the strongest reduction that still leaves ``min_size`` (the image is
+    resized down to it anyway) and fits ``limit``, or None when there is none."""
+    if min_size is None or not (buf[0] == 0xFF and buf[1] == 0xD8):
+        return None  # only libjpeg decodes reduced directly; others decode in full first
+    w, h = size
+    for factor, flag in _REDUCED:
+        rw, rh = -(-w // factor), -(-h // factor)
+        if rw * rh <= limit and rh >= min_size[0] and rw >= min_size[1]:
+            return flag
+    return None
+
+
 def to_bgr8(img: np.ndarray, source: str = "<array>") -> np.ndarray:
     """Normalise an OpenCV image of any depth/channel count to ``uint8 [H, W, 3]`` BGR."""
     if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
+        # round(x / 257) in one pass, without a float64 copy (8 bytes a sample: 20 GB for a
+        # 20000x20000 16-bit RGB image).
+        img = cv2.convertScaleAbs(img, alpha=1.0 / 257.0)
     elif img.dtype in (np.float32, np.float64):
         img = np.clip(img * 255.0 if img.max() <= 1.0 else img, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:

@@ -10,7 +10,8 @@ import textwrap
 
 MODULES = [
     "edgecrack.runtime", "edgecrack.runtime.onnxruntime_backend", "edgecrack.runtime.tensorrt_backend",
-    "edgecrack.runtime.torch_backend", "edgecrack.sources", "edgecrack.pipeline", "edgecrack.sinks",
+    "edgecrack.runtime.torch_backend", "edgecrack.sources", "edgecrack.live", "edgecrack.gstreamer", "edgecrack.pipeline",
+    "edgecrack.workers", "edgecrack.sinks", "edgecrack.redact",
     "edgecrack.preprocess", "edgecrack.metrics", "edgecrack.bench", "edgecrack.calibration", "edgecrack.doctor",
     "edgecrack.evaluate", "edgecrack.export.tensorrt", "edgecrack.export.quantize", "edgecrack.manifest",
 ]

@@ -128,6 +128,10 @@ def test_threshold_override_and_min_tiles(trained_run, holdout_deck):
     (dict(threshold=1.5), "--threshold must be within 0..1"),
     (dict(logs=["out.txt"]), "name it"),
     (dict(overlay="glow"), "unknown --overlay"),
+    (dict(max_tiles=-1), "--max-tiles must be >= 0"),
+    (dict(source_options=SourceOptions(max_pixels=-5)), "--max-pixels must be >= 0"),
+    (dict(source_options=SourceOptions(prefetch_bytes=0)), "--queue-mb must be > 0"),
+    (dict(source_options=SourceOptions(max_abandoned=-1)), "--max-abandoned must be >= 0"),
 ])
 def test_bad_options_fail_before_anything_opens(kw, msg, tmp_path):
     with pytest.raises(ConfigError, match=msg) as e:

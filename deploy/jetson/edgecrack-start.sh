@@ -7,6 +7,7 @@
 #
 #   EDGECRACK_MODEL       run folder or model.onnx shipped to the device   (/opt/edgecrack/model)
 #   EDGECRACK_SOURCE      csi://0, a camera index (0), rtsp://..., a video file or folder  (csi://0)
+#                         (a password in it is masked in the journal and kept off the process list)
 #   EDGECRACK_STATE_DIR   persistent storage: engines/, results/*.jsonl, cache/  (/var/lib/edgecrack)
 #   EDGECRACK_ENGINE      auto: build/reuse the engine, run the ONNX if that fails (logged);
 #                         require: fail without an engine; off: run the ONNX     (auto)
@@ -50,12 +51,18 @@ case "$engine_mode" in
 esac
 
 if [[ "$source_spec" =~ ^[0-9]+$ ]]; then
+  unset EDGECRACK_RUN_SOURCE
   src=(--camera "$source_spec")
 else
-  src=(--source "$source_spec")
+  # Handed over in the environment, not as --source: a stream URL may hold a password, and
+  # every local user can read a process's command line (/proc/PID/cmdline), not its environment.
+  export EDGECRACK_RUN_SOURCE="$source_spec"
+  src=()
 fi
 # One results file per start day; `edgecrack run` appends and flushes each frame.
 log="$state/results/edgecrack-$(date -u +%Y%m%d).jsonl"
-echo "edgecrack-start: model $artifact, source $source_spec, results $log" >&2
+# The journal gets the source with its credentials masked (edgecrack's one redaction rule).
+shown="$("$python" -m edgecrack.redact "$source_spec")"
+echo "edgecrack-start: model $artifact, source $shown, results $log" >&2
 exec "$edgecrack" run --model "$artifact" "${src[@]}" --backend "$backend" --log "$log" \
   --quiet --wait 120 "${run_args[@]}"

@@ -10,7 +10,8 @@
 #   - creates /opt/edgecrack/venv with --system-site-packages, so JetPack's tensorrt, cv2
 #     (with GStreamer) and numpy are used; installs edgecrack and its few device dependencies;
 #   - copies the model to /opt/edgecrack/model, the start script, this doc and the unit;
-#   - writes /etc/edgecrack/edgecrack.env (kept if it exists) and enables the service.
+#   - writes /etc/edgecrack/edgecrack.env (kept if it exists; mode 0640 root:edgecrack, as it
+#     may hold a stream password) and enables the service.
 # The first start builds the TensorRT engine for this device into /var/lib/edgecrack/engines.
 set -euo pipefail
 
@@ -24,7 +25,7 @@ precision="fp16"
 start=1
 
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 
@@ -101,14 +102,18 @@ if [ -e "$prefix/model" ]; then mv "$prefix/model" "$prefix/model.old"; fi
 mv "$prefix/model.new" "$prefix/model"
 rm -rf "$prefix/model.old"
 
+# The settings may hold a stream password (rtsp://user:pass@...): readable by root and the
+# service's group only, never by every local user. Created with that mode (umask) before
+# anything is written into it; an existing file is kept, its mode tightened.
 if [ ! -f /etc/edgecrack/edgecrack.env ]; then
-  sed -e "s#^EDGECRACK_SOURCE=.*#EDGECRACK_SOURCE=$source_spec#" \
+  (umask 0137 && sed -e "s#^EDGECRACK_SOURCE=.*#EDGECRACK_SOURCE=$source_spec#" \
       -e "s#^EDGECRACK_PRECISION=.*#EDGECRACK_PRECISION=$precision#" \
-      "$here/edgecrack.env" > /etc/edgecrack/edgecrack.env
-  chmod 0644 /etc/edgecrack/edgecrack.env
+      "$here/edgecrack.env" > /etc/edgecrack/edgecrack.env)
 else
   echo "keeping existing /etc/edgecrack/edgecrack.env"
 fi
+chown root:edgecrack /etc/edgecrack/edgecrack.env
+chmod 0640 /etc/edgecrack/edgecrack.env
 install -m 0644 "$here/edgecrack.service" /etc/systemd/system/edgecrack.service
 systemctl daemon-reload
 systemctl enable edgecrack.service

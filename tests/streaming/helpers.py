@@ -4,6 +4,8 @@
 - RTSP: GStreamer's RTSP server (``rtsp_server.py``, run by the system Python that has the
   GObject bindings), because ffmpeg cannot serve RTSP by itself.
 - HTTP: ``ffmpeg -listen 1`` serving H.264 in MPEG-TS (OpenCV cannot read MJPEG in MPEG-TS).
+- HTTP MJPEG (``mjpeg_server.py``): multipart JPEG like an IP camera, with OpenCV only; it can
+  go silent mid-stream with the connection held open (a hung camera).
 """
 
 from __future__ import annotations
@@ -172,5 +174,40 @@ class HttpTsServer(_Server):
             ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(self.video), "-c:v", "libx264",
              "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10", "-f", "mpegts", "-listen", "1", self.url],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_port(self.port, self.proc)
+        return self
+
+
+class MjpegServer(_Server):
+    """``http://127.0.0.1:PORT/cam.mjpg``: real JPEG frames as multipart HTTP (``mjpeg_server.py``).
+
+    Args:
+        images: Frames to cycle through.
+        fps: Frame rate.
+        stall_after: Frames per connection before it goes silent but stays open (0: never).
+    """
+
+    def __init__(self, images: list[Path], fps: float = 25.0, stall_after: int = 0, port: int | None = None):
+        self.images = [str(p) for p in images]
+        self.fps = fps
+        self.stall_after = stall_after
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/cam.mjpg"
+
+    def url_with(self, userinfo: str = "", query: str = "") -> str:
+        """The address with credentials typed in (``user:pass@``) and/or a query string."""
+        at = f"{userinfo}@" if userinfo else ""
+        return f"http://{at}127.0.0.1:{self.port}/cam.mjpg" + (f"?{query}" if query else "")
+
+    def start(self) -> "MjpegServer":
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "mjpeg_server.py"), str(self.port), str(self.fps),
+                                      str(self.stall_after), *self.images],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if b"READY" not in self.proc.stdout.readline():
+            err = self.proc.stderr.read().decode(errors="replace")
+            self.kill()
+            raise RuntimeError(f"MJPEG server did not start: {err[-500:]}")
         _wait_port(self.port, self.proc)
         return self

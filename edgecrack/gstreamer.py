@@ -1,0 +1,179 @@
+"""GStreamer without OpenCV's GStreamer support: pipeline strings and a ``gst-launch-1.0`` capture.
+
+OpenCV wheels from PyPI are built without GStreamer, also on Jetson. GStreamer pipelines
+(``csi://N`` and raw pipeline strings) therefore run through OpenCV when it has GStreamer, and
+otherwise through ``gst-launch-1.0`` in a subprocess that writes YUV4MPEG2 to a pipe, read by
+:class:`Y4MReader`. :mod:`edgecrack.sources` uses this module and re-exports its public names.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import SourceError
+from .redact import redact
+
+
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines itself."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: float = 30, flip: int = 0,
+                 sink: str = "appsink") -> str:
+    """The GStreamer pipeline for a Jetson CSI camera (``nvarguscamerasrc``).
+
+    Args:
+        sensor_id: CSI sensor (``csi://N``).
+        width: Capture width.
+        height: Capture height.
+        fps: Capture rate.
+        flip: ``nvvidconv flip-method`` (0 none, 2 rotate 180, 4 horizontal, 6 vertical).
+        sink: ``appsink`` (BGR for OpenCV) or ``y4m`` (I420 YUV4MPEG2 on stdout for gst-launch).
+
+    Returns:
+        A ``gst-launch`` style pipeline string.
+    """
+    fr = f"{int(fps)}/1" if float(fps).is_integer() else f"{int(round(fps * 1000))}/1000"
+    head = (f"nvarguscamerasrc sensor-id={sensor_id} ! "
+            f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fr},format=NV12 ! "
+            f"nvvidconv flip-method={flip}")
+    if sink == "appsink":
+        return (f"{head} ! video/x-raw,width={width},height={height},format=BGRx ! videoconvert ! "
+                "video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false")
+    if sink == "y4m":
+        # nvvidconv writes I420 to system memory itself, so no software videoconvert runs on the CPU.
+        return f"{head} ! video/x-raw,width={width},height={height},format=I420 ! y4menc ! fdsink fd=1"
+    raise ValueError(f"unknown sink {sink!r}")
+
+
+_APPSINK_TAIL = re.compile(r"\s*!\s*appsink\b[^!]*$")
+
+
+def appsink_pipeline(pipeline: str) -> str:
+    """A pipeline string ending in an OpenCV-readable ``appsink`` (added when missing)."""
+    p = pipeline.strip()
+    if _APPSINK_TAIL.search(p):
+        return p
+    return f"{p} ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
+
+
+def y4m_pipeline(pipeline: str) -> str:
+    """The same pipeline with its ``appsink`` replaced by YUV4MPEG2 on stdout (for gst-launch)."""
+    p = _APPSINK_TAIL.sub("", pipeline.strip())
+    if p.rstrip().endswith("fdsink fd=1"):
+        return p
+    return f"{p} ! videoconvert ! video/x-raw,format=I420 ! y4menc ! fdsink fd=1"
+
+
+class Y4MReader:
+    """Frames from a YUV4MPEG2 byte stream (what GStreamer's ``y4menc`` writes).
+
+    Args:
+        stream: A binary file object (a pipe).
+    """
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        header = stream.readline()
+        if not header.startswith(b"YUV4MPEG2"):
+            raise SourceError(f"not a YUV4MPEG2 stream (header {header[:40]!r})")
+        tags = {t[:1]: t[1:] for t in header.split()[1:]}
+        self.width = int(tags[b"W"])
+        self.height = int(tags[b"H"])
+        cs = tags.get(b"C", b"420jpeg").decode()
+        if not cs.startswith("420"):
+            raise SourceError(f"YUV4MPEG2 colour space C{cs} is not supported (need 4:2:0)")
+        if self.width % 2 or self.height % 2:
+            raise SourceError(f"GStreamer frame size {self.width}x{self.height} is odd",
+                              "add 'videoscale ! video/x-raw,width=W,height=H' with even W and H to the pipeline")
+        self.frame_bytes = self.width * self.height * 3 // 2
+        fps = tags.get(b"F", b"0:1").split(b":")
+        self.fps = int(fps[0]) / int(fps[1]) if len(fps) == 2 and int(fps[1]) else None
+
+    def read(self) -> np.ndarray | None:
+        line = self.stream.readline()
+        if not line.startswith(b"FRAME"):
+            return None
+        buf = _read_exact(self.stream, self.frame_bytes)
+        if buf is None:
+            return None
+        yuv = np.frombuffer(buf, np.uint8).reshape(self.height * 3 // 2, self.width)
+        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+
+
+def _read_exact(stream: Any, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        b = stream.read(n - got)
+        if not b:
+            return None
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+class GstLaunchCapture:
+    """A live capture read from ``gst-launch-1.0`` writing YUV4MPEG2 to a pipe (``read``,
+    ``interrupt``, ``release``: the capture interface of :class:`edgecrack.sources.LiveSource`)."""
+
+    def __init__(self, pipeline: str):
+        exe = shutil.which("gst-launch-1.0")
+        if exe is None:
+            raise SourceError("GStreamer pipelines need OpenCV built with GStreamer or gst-launch-1.0, and "
+                              "neither is available", "apt install gstreamer1.0-tools (Jetson: it ships with JetPack)")
+        launch = y4m_pipeline(pipeline)
+        self.proc = subprocess.Popen([exe, "-q", "-e", *_split_launch(launch)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        try:
+            self.reader = Y4MReader(self.proc.stdout)
+        except (SourceError, ValueError, KeyError) as e:
+            err = self._stderr()
+            self.release()
+            raise SourceError(redact(f"GStreamer pipeline failed to start: {err or e}"), f"pipeline: {redact(launch)}") from None
+
+    def _stderr(self) -> str:
+        try:
+            _, err = self.proc.communicate(timeout=2)
+        except (subprocess.TimeoutExpired, ValueError):
+            return ""
+        lines = [ln for ln in (err or b"").decode(errors="replace").splitlines() if ln.strip()]
+        return " / ".join(lines[-3:])[:400]
+
+    def read(self) -> np.ndarray | None:
+        try:
+            return self.reader.read()
+        except (OSError, ValueError):
+            return None
+
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for s in (self.proc.stdout, self.proc.stderr):
+            if s is not None:
+                s.close()
+
+
+def _split_launch(launch: str) -> list[str]:
+    # gst-launch-1.0 joins its argv with spaces and parses the result, so quoting only needs
+    # to survive the shell-less exec: split on whitespace outside double quotes.
+    return [t.strip('"') if t.count('"') == 2 and t.startswith('"') else t
+            for t in re.findall(r'(?:[^\s"]+|"[^"]*")+', launch)]
