@@ -194,6 +194,42 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
     console.print(f"  calibration: {escape(str(res.calibration))}")
 
 
+def _doctor_model(model: Path, json_out: bool) -> None:
+    from .errors import ArtifactError
+    from .export.graph import tensorrt_readiness
+
+    paths = sorted(p for p in model.glob("*.onnx")) if model.is_dir() else [model]
+    if not paths or not all(p.is_file() for p in paths):
+        raise ArtifactError(f"no ONNX model at {model}", "pass a .onnx file or a run folder")
+    from .manifest import read_manifest
+
+    results = {}
+    for p in paths:
+        try:
+            r = tensorrt_readiness(p)
+            try:
+                cpu_only = read_manifest(p).kind == "onnx-int8"
+            except Exception:  # noqa: BLE001 - a model without a sidecar is judged as a TensorRT input
+                cpu_only = False
+            if cpu_only:  # onnxruntime CPU INT8: integer ops are its point; only the input rules apply
+                r.findings = [f for f in r.findings if f.rule in ("uint8-cast", "static-shape")]
+                r.ok = not r.findings
+            results[p] = r
+        except Exception as e:  # noqa: BLE001 - a file onnx cannot read is reported, not raised
+            raise ArtifactError(f"{p} is not a readable ONNX model ({str(e).splitlines()[0][:160]})",
+                                "re-export it: edgecrack export RUN") from None
+    if json_out:
+        typer.echo(json.dumps({str(p): {"ok": r.ok, "opset": r.opset, "ops": r.ops,
+                                        "findings": [f.__dict__ for f in r.findings]} for p, r in results.items()},
+                              indent=2))
+    else:
+        for p, r in results.items():
+            mark = "[green]ok[/]" if r.ok else "[red]!![/]"
+            console.print(f"{mark} {escape(str(p))}: {escape(r.summary())}")
+    if not all(r.ok for r in results.values()):
+        raise typer.Exit(1)
+
+
 def int8_table(fp32, candidates, chosen: str, title: str) -> Table:
     """FP32 and each INT8 candidate: accuracy, delta, agreement, latency at batch 1 and 8."""
     t = Table(title=title)
@@ -224,9 +260,15 @@ def calibration_build_cmd(
     console.print(f"  use it: edgecrack build-engine MODEL.onnx --precision int8 --calib {escape(str(out))}")
 
 
-def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+               model: Optional[Path] = typer.Option(None, "--model", help="Also check an ONNX model (or a run folder's "
+                                                    "ONNX files) against the rules TensorRT's parser enforces.")) -> None:
     """What this machine can run (backends, GPU, TensorRT, OpenCV video I/O), and why not."""
     from .doctor import run_doctor
+
+    if model is not None:
+        _doctor_model(model, json_out)
+        return
 
     rep = run_doctor()
     if json_out:

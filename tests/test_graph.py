@@ -115,3 +115,23 @@ def test_ort_only_integer_ops_and_new_opsets_are_reported():
     r = tensorrt_readiness(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)]))
     rules = {f.rule for f in r.findings}
     assert {"ort-only-op", "shape-arithmetic", "opset"} <= rules
+
+
+def test_doctor_model_reports_readiness(trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecrack.cli import app
+
+    r = CliRunner().invoke(app, ["doctor", "--model", str(trained_run)])
+    assert r.exit_code == 0, r.output
+    assert "TensorRT-ready" in r.output
+
+    class Old(torch.nn.Module):
+        def forward(self, x):
+            return x.permute(0, 3, 1, 2).float() * 2.0
+
+    bad = tmp_path / "old.onnx"
+    onnx.save(_onnx_of(Old(), torch.zeros(1, 8, 8, 3, dtype=torch.uint8)), str(bad))
+    r = CliRunner().invoke(app, ["doctor", "--model", str(bad)])
+    out = " ".join(r.output.split())  # rich wraps at the test terminal's width
+    assert r.exit_code == 1 and "[uint8-cast] Transpose" in out and "not TensorRT-ready" in out

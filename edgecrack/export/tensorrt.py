@@ -1,6 +1,16 @@
-"""TensorRT engines from edgecrack ONNX models: FP32, FP16, INT8 (entropy calibration).
+"""TensorRT engines from edgecrack ONNX models: FP32, FP16, INT8.
 
-Works with TensorRT 8.5/8.6 (JetPack 5) and 10.x (JetPack 6, desktops):
+Which way a precision is built depends on the TensorRT version (:func:`build_mode`):
+
+| TensorRT | FP16 | INT8 |
+|---|---|---|
+| 11.x (pip today) | strongly typed network from ``model.fp16.onnx`` | strongly typed from ``model.qdq.onnx`` |
+| 10.x (JetPack 6: 10.3) | strongly typed from ``model.fp16.onnx`` (``BuilderFlag.FP16`` on FP32 only when no FP16 ONNX exists) | strongly typed from ``model.qdq.onnx`` |
+| 8.5/8.6 (JetPack 5) | ``BuilderFlag.FP16`` on the FP32 ONNX | ``model.qdq.onnx`` with ``BuilderFlag.INT8`` (explicit Q/DQ), else the entropy calibrator on the FP32 ONNX |
+
+The FP16/Q/DQ ONNX files are made and measured on a CPU by ``edgecrack export RUN --precision``
+(:mod:`edgecrack.export.precision`); the builder looks for them next to ``model.onnx``.
+Other API differences followed here:
 
 - explicit batch: 8.x needs ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``; 10.x is always
   explicit batch and the flag is deprecated, so the network is created with flags ``0`` there;
@@ -110,6 +120,43 @@ class EngineConfig:
     extra: dict = field(default_factory=dict)
 
 
+def build_mode(trt_major: int, requested: str, source_precision: str, have: dict[str, bool]) -> dict:
+    """How to build ``requested`` precision on TensorRT ``trt_major``.
+
+    Args:
+        trt_major: TensorRT major version.
+        requested: ``fp32``, ``fp16`` or ``int8``.
+        source_precision: Precision of the ONNX given (``fp32``, ``fp16``, ``int8`` for Q/DQ).
+        have: Which sibling ONNX files exist: ``{"fp16": bool, "int8": bool}``.
+
+    Returns:
+        ``{"onnx": "fp32"|"fp16"|"int8", "strongly_typed": bool, "flags": [...], "calibrator": bool}``
+
+    Raises:
+        BackendUnavailable: The requested precision has no way on this TensorRT with these files.
+    """
+    if source_precision != "fp32":
+        requested = source_precision  # the artifact carries its precision
+    if requested == "fp32":
+        return {"onnx": "fp32", "strongly_typed": trt_major >= 10, "flags": [], "calibrator": False}
+    explicit = requested if (source_precision == requested or have.get(requested)) else None
+    if trt_major >= 10:
+        if explicit:
+            return {"onnx": explicit, "strongly_typed": True, "flags": [], "calibrator": False}
+        if trt_major == 10 and requested == "fp16":  # deprecated in 10.x, removed in 11
+            return {"onnx": "fp32", "strongly_typed": False, "flags": ["FP16"], "calibrator": False}
+        made = "model.fp16.onnx" if requested == "fp16" else "model.qdq.onnx"
+        raise BackendUnavailable(
+            f"TensorRT {trt_major}.x builds {requested.upper()} only from an explicit-precision ONNX ({made}); "
+            "implicit INT8 calibration is deprecated since 10.1 and FP16/INT8 builder flags are gone in 11",
+            f"make it first: edgecrack export RUN --precision {requested}")
+    if requested == "fp16":
+        return {"onnx": explicit or "fp32", "strongly_typed": False, "flags": ["FP16"], "calibrator": False}
+    if explicit:
+        return {"onnx": "int8", "strongly_typed": False, "flags": ["FP16", "INT8"], "calibrator": False}
+    return {"onnx": "fp32", "strongly_typed": False, "flags": ["FP16", "INT8"], "calibrator": True}
+
+
 def _validate(cfg: EngineConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cfg.precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
@@ -118,9 +165,6 @@ def _validate(cfg: EngineConfig) -> None:
                           f"({cfg.max_batch})", "e.g. --max-batch 32 --opt-batch 8")
     if cfg.workspace_mb < 16:
         raise ConfigError(f"--workspace-mb {cfg.workspace_mb} is too small", "use at least 256")
-    if cfg.precision == "int8" and not cfg.calib:
-        raise ConfigError("INT8 needs a calibration set (edgecrack never calibrates on random data)",
-                          "pass --calib calibration/deck (build it with: edgecrack calibration build --out calibration/deck)")
     if cfg.dla_core is not None and cfg.precision == "fp32":
         raise ConfigError("DLA runs FP16 or INT8 only", "use --precision fp16 (or int8) with --dla-core")
 
@@ -257,9 +301,10 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
         raise ArtifactError(f"ONNX model not found: {onnx_path}", "export it first: edgecrack export <run folder>")
     manifest = read_manifest(onnx_path)
     if manifest.kind != "onnx":
-        raise ConfigError(f"{onnx_path} is a {manifest.kind!r} artifact; TensorRT engines are built from the FP32 "
-                          "model.onnx", "pass the run's model.onnx (TensorRT does its own INT8 calibration)")
-    source = calib if isinstance(calib, CalibrationSource) else load_calibration(cfg.calib) if cfg.calib else None
+        raise ConfigError(f"{onnx_path} is a {manifest.kind!r} artifact (onnxruntime CPU INT8); TensorRT engines are "
+                          "built from model.onnx, model.fp16.onnx or model.qdq.onnx",
+                          "pass the run's model.onnx (with --precision), or make model.qdq.onnx: edgecrack export RUN "
+                          "--precision int8")
     why = tensorrt_unavailable_reason(cfg.device_index)
     if why:
         raise BackendUnavailable(f"cannot build a TensorRT engine here: {why}",
@@ -270,9 +315,25 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
 
     trt_version = str(trt.__version__)
     major = int(trt_version.split(".")[0])
-    if major >= 11 and cfg.precision != "fp32":
-        raise BackendUnavailable(f"TensorRT {trt_version} removed implicit FP16/INT8 builds (BuilderFlag.FP16/INT8, "
-                                 "calibrators)", "use TensorRT 8.5-10.x, or --precision fp32")
+    from .precision import default_precision_path
+
+    fp32_onnx = onnx_path
+    src_precision = manifest.extra.get("precision", "fp32")
+    if src_precision != "fp32" and manifest.parent:
+        cand = onnx_path.with_name(onnx_path.name.split(".")[0] + ".onnx")
+        fp32_onnx = cand if cand.is_file() else onnx_path
+    siblings = {p: default_precision_path(fp32_onnx, p) for p in ("fp16", "int8")}
+    mode = build_mode(major, cfg.precision, src_precision, {p: f.is_file() for p, f in siblings.items()})
+    cfg.precision = src_precision if src_precision != "fp32" else cfg.precision
+    if mode["onnx"] != src_precision:
+        onnx_path = fp32_onnx if mode["onnx"] == "fp32" else siblings[mode["onnx"]]
+        manifest = read_manifest(onnx_path)
+    if mode["calibrator"] and not cfg.calib:
+        raise ConfigError("implicit INT8 (TensorRT 8.x without model.qdq.onnx) needs a calibration set; edgecrack never "
+                          "calibrates on random data", "make model.qdq.onnx (edgecrack export RUN --precision int8), or "
+                          "pass --calib FOLDER")
+    source = calib if isinstance(calib, CalibrationSource) else (
+        load_calibration(cfg.calib) if cfg.calib and mode["calibrator"] else None)
     api, gpu, _ = gpu_or_reason(cfg.device_index)
     api.set_device(cfg.device_index)
     logger = _make_logger(trt)
@@ -289,7 +350,11 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
             raise BackendUnavailable(f"--dla-core {cfg.dla_core} asked for, but {gpu.name} has {n_dla} DLA cores",
                                      "drop --dla-core (GPU only), or use a Xavier/Orin module")
 
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if mode["strongly_typed"]:
+        # TensorRT 10/11: the ONNX's own types (FP16 tensors, Q/DQ nodes) decide every layer's precision.
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    else:
+        flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     blob = onnx_path.read_bytes()
@@ -308,15 +373,14 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
     profile = builder.create_optimization_profile()
     profile.set_shape(manifest.input_name, shape(lo), shape(opt), shape(hi))
     bconf.add_optimization_profile(profile)
-    if cfg.precision in ("fp16", "int8"):
-        bconf.set_flag(trt.BuilderFlag.FP16)
+    for flag in mode["flags"]:
+        bconf.set_flag(getattr(trt.BuilderFlag, flag))
 
     cache_dir = default_tensorrt_cache_dir()
     calibrator = None
     calib_cache_path = None
     calib_batch = None
-    if cfg.precision == "int8":
-        bconf.set_flag(trt.BuilderFlag.INT8)
+    if mode["calibrator"]:
         calib_batch = min(cfg.calib_batch, len(source))
         if len(source) < 8:
             raise ConfigError(f"calibration set {source.root} has only {len(source)} images",
@@ -368,14 +432,15 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
     out = Path(out_path) if out_path else default_engine_path(onnx_path, cfg.precision)
     extra = {
         "precision": cfg.precision,
+        "build_mode": mode,
         "tensorrt_version": trt_version,
         "gpu_name": gpu.name,
         "compute_capability": gpu.compute_capability,
         "integrated_gpu": gpu.integrated,
         "onnx_sha256": onnx_sha,
         "onnx_file": onnx_path.name,
-        "calibration_hash": source.hash if source is not None and cfg.precision == "int8" else None,
-        "calibration_images": len(source) if source is not None and cfg.precision == "int8" else None,
+        "calibration_hash": source.hash if source is not None else manifest.extra.get("calibration_hash"),
+        "calibration_images": len(source) if source is not None else manifest.extra.get("calibration_images"),
         "calibration_cache": str(calib_cache_path) if calib_cache_path else None,
         "calibration_cache_reused": bool(calibrator.cache_hit) if calibrator is not None else None,
         "timing_cache": str(tc_path),

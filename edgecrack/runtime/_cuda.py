@@ -220,7 +220,11 @@ def cuda_api() -> tuple[CudaApi | None, str | None]:
     reasons = []
     for cls, pkg in ((_CudaPython, "cuda-python"), (_PyCuda, "pycuda")):
         try:
-            return cls(), None
+            api = cls()
+            # A binding that imports but cannot talk to the driver (cuda-python without a driver,
+            # a wheel built for another CUDA) must not hide the next one.
+            api.device_count()
+            return api, None
         except ImportError:
             reasons.append(f"{pkg} is not installed")
         except Exception as e:  # noqa: BLE001 - a binding without a driver raises its own types
