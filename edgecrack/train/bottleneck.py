@@ -47,6 +47,10 @@ VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+#: Largest number of images (views) one trunk call sees; bounds the bottleneck phase's memory.
+TRUNK_CHUNK = 16
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("EDGECRACK_CACHE")
     if env:
@@ -277,7 +281,10 @@ def features_from_images(paths: list[Path], net: CrackNet, contract: InputContra
                 if runner is None:
                     runner = _TrunkRunner(net, pooled, device, threads, contract, pool_mode)
                 stack = np.stack([np.ascontiguousarray(fn(im)) for im in imgs for fn in view_fns])
-                feats = runner(stack).astype(np.float16)
+                # The trunk runs at most TRUNK_CHUNK views at a time: activations of a whole batch of
+                # images x 8 views (256 Lite0 inputs) held ~4 GB of onnxruntime arena.
+                feats = np.concatenate([runner(stack[k:k + TRUNK_CHUNK]).astype(np.float16)
+                                        for k in range(0, len(stack), TRUNK_CHUNK)])
                 feats = feats.reshape(len(imgs), len(views), *feats.shape[1:])
                 for j, fe in zip(good, feats):
                     results[j] = fe
