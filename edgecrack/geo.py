@@ -190,8 +190,11 @@ def geotag_from_image(path: str | Path) -> GeoTag | None:
             xmp: dict[str, str] = {}
             if hasattr(im, "getxmp"):  # per format before Pillow 11, on Image since
                 _xmp_values(im.getxmp(), xmp)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, KeyError, TypeError):
-        # Pillow raises these for damaged EXIF/XMP blocks; the pixels may still be fine.
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, KeyError, TypeError,
+            Image.DecompressionBombError):
+        # Pillow raises these for damaged EXIF/XMP blocks; the pixels may still be fine. Over
+        # Pillow's pixel limit (~179 MP; drone stills are 12-48 MP) no tag is read; decoding
+        # itself is bounded by edgecrack's own --max-pixels.
         return None
     lat = _degrees(gps.get(_GPS_LAT), gps.get(_GPS_LAT_REF), "S")
     lon = _degrees(gps.get(_GPS_LON), gps.get(_GPS_LON_REF), "W")

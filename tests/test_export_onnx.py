@@ -59,7 +59,7 @@ def test_graph_contract_uint8_nhwc_dynamic_batch_softmax(exported, holdout_deck)
     m = read_manifest(out)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
-    assert inp.name == "images" and inp.type == "tensor(uint8)" and inp.shape[1:] == [256, 256, 3]
+    assert inp.name == "images" and inp.type == "tensor(uint8)" and inp.shape[1:] == [224, 224, 3]
     assert not isinstance(inp.shape[0], int)  # dynamic batch
     paths = sorted(holdout_deck.rglob("*.jpg"))[:5]
     x = preprocess_files(paths, m.input)

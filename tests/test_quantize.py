@@ -100,8 +100,8 @@ def test_int8_settings_follow_the_cpu():
 def test_int8_manifest_records_deltas_and_calibration(int8):
     m = read_manifest(int8.path)
     assert int8.path.name == "model.int8.onnx" and m.kind == "onnx-int8"
-    assert ex["reduce_range"] == int8_isa().reduce_range and ex["cpu_isa"] == int8_isa().summary
     ex = m.extra
+    assert ex["reduce_range"] == int8_isa().reduce_range and ex["cpu_isa"] == int8_isa().summary
     assert ex["format"] == "qdq-u8s8" and ex["calibration_images"] == 64
     assert ex["calibration_hash"] == read_manifest_hash()
     d = ex["deltas_vs_fp32"]

@@ -370,7 +370,7 @@ def test_appending_after_a_torn_line_starts_on_a_fresh_line(trained_run, holdout
     recs = [json.loads(x) for x in lines[2:]]  # the new run is whole JSON, line by line
     assert [r["type"] for r in recs] == ["start", "frame", "frame", "summary"]
     rows = table.read_text().splitlines()
-    assert rows[1] == "1712.5,2024-04-0" and len(rows) == 4 and rows[2].count(",") == rows[3].count(",") == 14
+    assert rows[1] == "1712.5,2024-04-0" and len(rows) == 4 and rows[2].count(",") == rows[3].count(",") == 18
 
 
 def _mount_tmpfs(path: Path, size: str, *opts: str) -> bool:

@@ -242,7 +242,7 @@ def _eval(run: Path, data: Path, out: Path | None = None):
 @pytest.mark.parametrize("key,value,expected", [
     ("positive_label", "UD", "positive_label 'UD' vs 'CD' (sidecar vs embedded)"),
     ("threshold", 0.999, "threshold 0.999 vs"),
-    ("input.height", 224, "input {"),
+    ("input.height", 192, "input {"),
 ])
 def test_sidecar_that_disagrees_with_the_embedded_manifest_is_refused(run_copy, few_images, key, value, expected):
     _edit_sidecar(run_copy / "model.onnx", key, value)
@@ -279,14 +279,14 @@ def test_manifest_that_disagrees_with_the_graph_is_refused(run_copy):
     model = onnx_lib.load(str(path))
     del model.metadata_props[:]  # an ONNX model with only a sidecar (e.g. re-saved by another tool)
     onnx_lib.save(model, str(path))
-    assert open_backend(run_copy).backend.manifest.input.height == 256
-    _edit_sidecar(path, "input.height", 224)
-    _edit_sidecar(path, "input.width", 224)
+    assert open_backend(run_copy).backend.manifest.input.height == 224
+    _edit_sidecar(path, "input.height", 192)
+    _edit_sidecar(path, "input.width", 192)
     with pytest.raises(Exception) as e:
         open_backend(run_copy)
     assert type(e.value).__name__ == "ArtifactError"
-    assert ("manifest does not match the model graph: the graph takes tensor(uint8) ['batch', 256, 256, 3], the "
-            "manifest says uint8 [N, 224, 224, 3]") in e.value.message
+    assert ("manifest does not match the model graph: the graph takes tensor(uint8) ['batch', 224, 224, 3], the "
+            "manifest says uint8 [N, 192, 192, 3]") in e.value.message
     m = read_manifest(path)
     with pytest.raises(Exception, match=r"the graph's inputs are \['x'\], the manifest says 'images'.*"
                                         r"the graph outputs 3 classes, the manifest has 2 labels"):

@@ -67,7 +67,7 @@ def test_manifest_is_sane(trained_run, small_deck, metrics):
     assert 0.0 < m.threshold < 1.0
     assert m.threshold == pytest.approx(metrics["validation"]["threshold"])
     c = m.input
-    assert (c.height, c.width, c.color, c.dtype, c.layout) == (256, 256, "BGR", "uint8", "NHWC")
+    assert (c.height, c.width, c.color, c.dtype, c.layout) == (224, 224, "BGR", "uint8", "NHWC")
     assert m.backbone == "efficientnet_lite0" and ":sha256:" in m.weights_id
     assert m.fine_tune_blocks == 0
     assert {"torch", "onnxruntime", "opencv", "numpy"} <= set(m.versions)
