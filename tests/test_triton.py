@@ -318,7 +318,7 @@ def test_open_backend_triton_and_mismatch_errors(triton_server, trained_run, tra
     with pytest.raises(BackendUnavailable, match="'edgecrack_onnx' .* is not ready"):
         TritonBackend(trained_onnx, m, url=f"{triton_server['url']}/v2/models/edgecrack_onnx").load()
     # A local contract that differs from the served one is refused before any frame is sent.
-    wrong = m.with_kind(m.kind, labels=["crack", "no crack", "spall"])
+    wrong = m.with_kind(m.kind, labels=["CD", "UD", "spall"])
     with pytest.raises(ArtifactError, match=r"output dims \[2\] \(want \[3\]\)"):
         TritonBackend(trained_onnx, wrong, url=triton_server["url"]).load()
 
