@@ -61,7 +61,7 @@ def bare_lite0() -> bytes:
     import onnx
 
     bb = load_backbone("efficientnet_lite0")
-    net = torch.nn.Sequential(bb.units, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), bb.head).eval()
+    net = torch.nn.Sequential(bb.units, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), bb.imagenet_head).eval()
     buf = io.BytesIO()
     torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), buf, input_names=["x"], output_names=["y"],
                       opset_version=17, dynamo=False)

@@ -154,7 +154,7 @@ def test_ensure_engine_without_tensorrt_is_a_reason_not_a_crash(tmp_path, traine
 def test_bad_requests_are_clear_errors(tmp_path, trained_onnx, capsys):
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         ensure_engine(trained_onnx, tmp_path, precision="fp8")
-    with pytest.raises(ConfigError, match="INT8 engines need a calibration set"):
+    with pytest.raises(ConfigError, match="INT8 engines need model.qdq.onnx next to model.onnx"):
         ensure_engine(trained_onnx, tmp_path, precision="int8")
     with pytest.raises(ArtifactError, match="artifact not found"):
         ensure_engine(tmp_path / "nope.onnx", tmp_path)
