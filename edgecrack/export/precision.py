@@ -292,7 +292,12 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
 
 
 def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progress) -> bytes:
-    """Symmetric int8 Q/DQ graph (TensorRT explicit quantization) calibrated on ``calib``."""
+    """Symmetric int8 Q/DQ graph (TensorRT explicit quantization) calibrated on ``calib``.
+
+    ``Clip`` (ReLU6) is in the quantized op set so a convolution's output is quantized with the
+    clipped [0, 6] range rather than its raw pre-activation range (-30..40 on this backbone):
+    measured on the 224 px default, top-1 agreement 85.8 % -> 93.3 % on 120 held-out images.
+    """
     try:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -322,7 +327,7 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
             quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                             reduce_range=False, nodes_to_exclude=float_nodes(base),
-                            op_types_to_quantize=["Conv", "Add"], calibrate_method=CalibrationMethod.MinMax,
+                            op_types_to_quantize=["Conv", "Add", "Clip"], calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                            "QuantizeBias": False, "CalibMovingAverage": True})
         say(f"calibrating on {len(calib)} images", 1, 1)
