@@ -282,7 +282,9 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
     onnx_path = resolve_artifact(onnx_path)
-    if precision == "int8" and calib is None and not onnx_path.with_name(onnx_path.name.split(".")[0] + ".qdq.onnx").is_file():
+    from .export.precision import default_precision_path
+
+    if precision == "int8" and calib is None and not default_precision_path(onnx_path, "int8").is_file():
         raise ConfigError("INT8 engines need model.qdq.onnx next to model.onnx (TensorRT 10/11) or a calibration set "
                           "(TensorRT 8.x)", "ship model.qdq.onnx (edgecrack export RUN --precision int8), pass "
                           "--calib FOLDER, or use --precision fp16")

@@ -83,7 +83,7 @@ def eval_images_for(onnx_path: Path, eval_data: str | Path | None, manifest: Man
 
     if eval_data is not None:
         ds = discover(Path(eval_data), "folder", min_classes=1)
-        items = [(s.path, s.label) for s in ds.samples]
+        items = [(s.path, s.label, content_hash(s.path)) for s in ds.samples]
         where = str(eval_data)
     else:
         from ..splits import run_dir_of, run_split, verified
@@ -92,10 +92,10 @@ def eval_images_for(onnx_path: Path, eval_data: str | Path | None, manifest: Man
         if run is None:
             raise DatasetError(f"no held-out images for {onnx_path}: it is not in a run folder with splits.json",
                                "pass --eval-data FOLDER (labelled class folders)")
-        items = [(p, lab) for p, lab, _ in verified(run_split(run, "validation", "test"), "held-out")]
+        items = verified(run_split(run, "validation", "test"), "held-out")  # sha1 checked there, once
         where = f"{run} validation + test split"
     calib_hashes = {content_hash(p) for p in calib.paths}
-    keep = [(p, lab) for p, lab in items if lab in manifest.labels and content_hash(p) not in calib_hashes]
+    keep = [(p, lab) for p, lab, sha in items if lab in manifest.labels and sha not in calib_hashes]
     if len(keep) < 20:
         raise DatasetError(f"only {len(keep)} labelled held-out images ({where}) outside the calibration set; the "
                            "accuracy check needs at least 20", "pass --eval-data with a larger labelled folder")
@@ -203,8 +203,15 @@ class PrecisionResult:
 
 
 def default_precision_path(onnx_path: str | Path, precision: str) -> Path:
-    p = Path(onnx_path)
+    """``model.onnx`` -> ``model.fp16.onnx`` (fp16) / ``model.qdq.onnx`` (int8), from any sibling."""
+    p = fp32_sibling(onnx_path)
     return p.with_name(f"{p.stem}.{'fp16' if precision == 'fp16' else 'qdq'}.onnx")
+
+
+def fp32_sibling(onnx_path: str | Path) -> Path:
+    """The FP32 model a precision variant sits next to: ``model.qdq.onnx`` -> ``model.onnx``."""
+    p = Path(onnx_path)
+    return p.with_name(p.name.split(".")[0] + ".onnx")
 
 
 def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: str | Path | None = None,

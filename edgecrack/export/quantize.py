@@ -190,19 +190,10 @@ def _validate(cfg: QuantizeConfig) -> None:
         raise ConfigError(f"--select-batch must be 1 or 8, got {cfg.select_batch}")
 
 
-def _session(path_or_bytes, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
 def _measure(sess, x: np.ndarray, input_name: str, runs: int) -> tuple[np.ndarray, dict[str, float]]:
-    probs = np.concatenate([sess.run(None, {input_name: x[i:i + 32]})[0] for i in range(0, len(x), 32)])
+    from .precision import probs_of
+
+    probs = probs_of(sess, x, input_name)
     lat = {}
     for b in (1, 8):
         xb = np.ascontiguousarray(x[:b])
@@ -266,7 +257,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
         raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
     from ..cpu import cpu_name, int8_isa
-    from .precision import calibration_for, decisions, eval_images_for
+    from .precision import calibration_for, decisions, eval_images_for, session
 
     say = progress or (lambda *_: None)
     isa = int8_isa()
@@ -277,7 +268,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     fp32_sha = hashlib.sha256(fp32_bytes).hexdigest()
 
     say("measuring FP32", 0, 1)
-    p0, lat0 = _measure(_session(fp32_bytes, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
+    p0, lat0 = _measure(session(fp32_bytes, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
     d0 = decisions(p0, manifest)
     acc0 = float((d0 == y_eval).mean())
     fp32 = Candidate("fp32", acc0, lat0, size_bytes=len(fp32_bytes))
@@ -318,7 +309,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             qs = time.perf_counter() - t0
             blob = out_tmp.read_bytes()
             try:
-                sess = _session(blob, cfg.threads)
+                sess = session(blob, cfg.threads)
             except Exception as e:  # noqa: BLE001 - some formats have no kernels on some CPUs
                 say(f"{name}: onnxruntime cannot run it ({str(e).splitlines()[0][:120]})", k + 1, len(cfg.formats))
                 continue

@@ -315,13 +315,12 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
 
     trt_version = str(trt.__version__)
     major = int(trt_version.split(".")[0])
-    from .precision import default_precision_path
+    from .precision import default_precision_path, fp32_sibling
 
     fp32_onnx = onnx_path
     src_precision = manifest.extra.get("precision", "fp32")
-    if src_precision != "fp32" and manifest.parent:
-        cand = onnx_path.with_name(onnx_path.name.split(".")[0] + ".onnx")
-        fp32_onnx = cand if cand.is_file() else onnx_path
+    if src_precision != "fp32" and fp32_sibling(onnx_path).is_file():
+        fp32_onnx = fp32_sibling(onnx_path)
     siblings = {p: default_precision_path(fp32_onnx, p) for p in ("fp16", "int8")}
     mode = build_mode(major, cfg.precision, src_precision, {p: f.is_file() for p, f in siblings.items()})
     cfg.precision = src_precision if src_precision != "fp32" else cfg.precision
