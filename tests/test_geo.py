@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from edgecrack.cli import app
 from edgecrack.errors import SourceError
 from edgecrack.geo import geotag_from_image, telemetry_for_video, telemetry_from_srt
-from edgecrack.sources import SourceOptions, open_source
+from edgecrack.loop.config import SourceOptions
+from edgecrack.loop.sources import open_source
 
 from streaming.helpers import write_video
 

@@ -20,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecrack.cli import app
-from edgecrack.pipeline import RunConfig, run
+from edgecrack.loop.config import RunConfig, SourceOptions
+from edgecrack.loop.runner import run
 from edgecrack.redact import redact
-from edgecrack.sources import SourceOptions
 
 from streaming.helpers import MjpegServer, free_port
 
@@ -103,7 +103,7 @@ def test_stream_credentials_stay_out_of_log_console_and_events(trained_run, came
 
     from rich.console import Console
 
-    from edgecrack.sinks import ConsoleSink
+    from edgecrack.loop.sinks import ConsoleSink
 
     log = tmp_path / "run.jsonl"
     out, err = io.StringIO(), io.StringIO()
@@ -220,7 +220,7 @@ def test_sigterm_while_an_open_hangs_stops_at_once(trained_run, tmp_path):
 
 
 def test_unit_stop_timeout_exceeds_the_longest_stop_path():
-    from edgecrack.pipeline import STOP_TIMEOUT_S
+    from edgecrack.loop.runner import STOP_TIMEOUT_S
 
     unit = (JETSON / "edgecrack.service").read_text()
     stop = float(re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M).group(1))
@@ -282,7 +282,7 @@ def _hanging_opener(url: str):
     when the device or driver hangs (those have no timeout at all)."""
     import cv2
 
-    from edgecrack.live import _cv_open
+    from edgecrack.loop.sources.opencv import _cv_open
 
     props = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 3_600_000]
     return lambda: _cv_open(url, cv2.CAP_FFMPEG, props, "hanging camera", None)
@@ -297,7 +297,7 @@ def _wait_threads_below(n: int, timeout: float) -> int:
 
 def test_captures_stuck_in_read_are_bounded_then_the_source_fails(camera_images):
     from edgecrack.errors import SourceError
-    from edgecrack.sources import LiveSource
+    from edgecrack.loop.sources import LiveSource
 
     cam = MjpegServer(camera_images, fps=25, stall_after=4).start()  # every connection: 4 frames, then silence
     try:
@@ -336,11 +336,11 @@ def test_captures_stuck_in_read_are_bounded_then_the_source_fails(camera_images)
 def test_stuck_captures_make_run_exit_nonzero_with_a_complete_log(trained_run, camera_images, tmp_path, monkeypatch):
     """systemd restarts a service that exits non-zero (Restart=on-failure): the process that holds
     stuck captures ends, with its log closed by a summary."""
-    import edgecrack.pipeline as pipeline
-    from edgecrack.sources import LiveSource
+    import edgecrack.loop.runner as runner_module
+    from edgecrack.loop.sources import LiveSource
 
     cam = MjpegServer(camera_images, fps=25, stall_after=4).start()
-    monkeypatch.setattr(pipeline, "open_source",
+    monkeypatch.setattr(runner_module, "open_source",
                         lambda spec, opts: LiveSource("hanging camera", _hanging_opener(cam.url), opts, kind="camera"))
     log = tmp_path / "run.jsonl"
     try:
@@ -451,7 +451,7 @@ def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(trained_run, hold
 
     from rich.console import Console
 
-    from edgecrack.sinks import ConsoleSink
+    from edgecrack.loop.sinks import ConsoleSink
     from streaming.helpers import write_video
 
     disk = tmp_path / "disk"
@@ -693,20 +693,20 @@ def test_tiles_beyond_the_eager_budget_are_preprocessed_batch_by_batch(trained_r
     gives the same crack map as the eager path."""
     import numpy as np
 
-    import edgecrack.pipeline as pipeline
+    import edgecrack.loop.inspector as inspector
+    from edgecrack.loop.types import Frame
     from edgecrack.runtime import open_backend
-    from edgecrack.sources import Frame
     from streaming.helpers import mosaic
 
     big = mosaic(sorted((deck_dir / "CD").glob("*.jpg"))[:6], 2, 3)
     frame = Frame(big, 0, "mosaic", time.time(), 0)
     with open_backend(trained_run, "onnxruntime-cpu").backend as backend:
-        eager = pipeline.Inspector(backend, tile=128, batch=4)  # 4x6 = 24 tiles
+        eager = inspector.Inspector(backend, tile=128, batch=4)  # 4x6 = 24 tiles
         p = eager.prepare(frame)
         assert p.batch is not None and p.batch.shape[0] == 24
         want = eager.infer([p])[0].crack_map
-        monkeypatch.setattr(pipeline, "EAGER_PREPARE_BYTES", 1)
-        lazy = pipeline.Inspector(backend, tile=128, batch=4)
+        monkeypatch.setattr(inspector, "EAGER_PREPARE_BYTES", 1)
+        lazy = inspector.Inspector(backend, tile=128, batch=4)
         p = lazy.prepare(frame)
         assert p.batch is None and p.nbytes == big.nbytes
         sizes = []
@@ -721,7 +721,7 @@ def test_read_ahead_is_bounded_in_bytes(tmp_path):
     import cv2
     import numpy as np
 
-    from edgecrack.sources import ImageFilesSource
+    from edgecrack.loop.sources import ImageFilesSource
 
     paths = []
     for i in range(6):  # 6 real JPEGs of 18 MB each decoded

@@ -12,8 +12,9 @@ import pytest
 
 from edgecrack.errors import SourceError
 from edgecrack.preprocess import decode_image
-from edgecrack.sources import (ImageFilesSource, LiveSource, SourceOptions, VideoFileSource, Y4MReader, appsink_pipeline,
-                               csi_pipeline, open_source, y4m_pipeline)
+from edgecrack.loop.config import SourceOptions
+from edgecrack.loop.sources import (ImageFilesSource, LiveSource, VideoFileSource, Y4MReader, appsink_pipeline, csi_pipeline,
+                                    open_source, y4m_pipeline)
 
 from streaming.helpers import RtspServer, gst_launch_unavailable, rtsp_unavailable, write_video
 

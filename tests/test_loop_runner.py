@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from edgecrack.errors import ConfigError
-from edgecrack.pipeline import STAGES, RunConfig, Sink, run
-from edgecrack.sources import SourceOptions
+from edgecrack.loop.config import RunConfig, SourceOptions
+from edgecrack.loop.runner import run
+from edgecrack.loop.types import STAGES, Sink
 
 from streaming.helpers import HttpTsServer, ffmpeg_unavailable, mosaic, write_video
 

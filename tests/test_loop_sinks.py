@@ -13,8 +13,9 @@ import pytest
 from rich.console import Console
 
 from edgecrack.errors import ConfigError
-from edgecrack.pipeline import RunConfig, run
-from edgecrack.sinks import CSV_COLUMNS, ConsoleSink, display_problem, sinks_from_config
+from edgecrack.loop.config import RunConfig
+from edgecrack.loop.runner import run
+from edgecrack.loop.sinks import CSV_COLUMNS, ConsoleSink, display_problem, sinks_from_config
 
 from streaming.helpers import mosaic, write_video
 
