@@ -173,10 +173,10 @@ def test_video_frames_take_the_position_of_their_cue(flight_video):
             assert f.geo is None  # after the telemetry ends
 
 
-def test_run_log_records_carry_gps_and_capture_time(trained_run, flight_video, tmp_path):
+def test_run_log_records_carry_gps_and_capture_time(tiny_run, flight_video, tmp_path):
     video, cues = flight_video
     log = tmp_path / "v.jsonl"
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(video), "--log", str(log), "--quiet"])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(video), "--log", str(log), "--quiet"])
     assert r.exit_code == 0, r.output
     frames = [json.loads(x) for x in log.read_text().splitlines() if '"type":"frame"' in x]
     assert len(frames) == 12
@@ -190,7 +190,7 @@ def test_run_log_records_carry_gps_and_capture_time(trained_run, flight_video, t
             assert isinstance(rec["cracked"], bool) and 0.0 <= rec["score"] <= 1.0
 
 
-def test_explicit_telemetry_and_its_errors(trained_run, flight_video, deck_dir, tmp_path):
+def test_explicit_telemetry_and_its_errors(tiny_run, flight_video, deck_dir, tmp_path):
     video, cues = flight_video
     other = tmp_path / "elsewhere.srt"
     other.write_text(dji_srt([(10.0, 20.0)] * 12, datetime(2024, 1, 1)), encoding="utf-8")
@@ -202,6 +202,6 @@ def test_explicit_telemetry_and_its_errors(trained_run, flight_video, deck_dir, 
         telemetry_for_video(video, plain)
     with pytest.raises(SourceError, match="telemetry file not found"):
         open_source(str(video), SourceOptions(telemetry=str(tmp_path / "nope.SRT"))).start()
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(deck_dir / "CD"),
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(deck_dir / "CD"),
                             "--telemetry", str(other)])
     assert r.exit_code == 1 and "telemetry files go with a video file source" in r.output

@@ -133,7 +133,7 @@ def test_temporal_smoother_moving_average_and_reset():
 
 
 # -- tiled inference equals per-image inference -------------------------------------------
-def test_tiled_mosaic_matches_per_image_predictions(trained_onnx, deck_dir):
+def test_tiled_mosaic_matches_per_image_predictions(tiny_onnx, deck_dir):
     """A 2x3 mosaic of real 256x256 deck images, tiled at 256, gives each image's own probability."""
     from edgecrack.loop.inspector import Inspector
     from edgecrack.loop.types import Frame
@@ -142,7 +142,7 @@ def test_tiled_mosaic_matches_per_image_predictions(trained_onnx, deck_dir):
 
     imgs = sorted((deck_dir / "CD").glob("*.jpg"))[40:43] + sorted((deck_dir / "UD").glob("*.jpg"))[40:43]
     big = mosaic(imgs, 2, 3)
-    sel = open_backend(trained_onnx, "onnxruntime-cpu")
+    sel = open_backend(tiny_onnx, "onnxruntime-cpu")
     with sel.backend as be:
         insp = Inspector(be, tile=256, batch=4)
         (r,) = insp.inspect([Frame(big, 0, "mosaic", 0.0, 0)])
