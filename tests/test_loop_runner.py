@@ -85,7 +85,8 @@ def test_video_every_frame_batch_invariant_with_stage_times(tiny_run, tmp_path, 
     assert s.fps == pytest.approx(s.frames / s.seconds, rel=1e-2)
 
 
-def test_tiled_frames_and_smoothing(tiny_run, tmp_path, deck_dir):
+def test_tiled_frames_and_smoothing(trained_run, tmp_path, deck_dir):
+    """Needs a trained model: crack-heavy mosaics must score above crack-free ones."""
     cd = sorted((deck_dir / "CD").glob("*.jpg"))
     ud = sorted((deck_dir / "UD").glob("*.jpg"))
     # 4 frames of 512x768 (2x3 tiles of real deck images), alternating crack-heavy / crack-free
@@ -98,7 +99,7 @@ def test_tiled_frames_and_smoothing(tiny_run, tmp_path, deck_dir):
         w.write(f)
     w.release()
     c = Collect()
-    s = run(cfg(video, tiny_run, tile=256, batch=4, smooth=2), sinks=[c])
+    s = run(cfg(video, trained_run, tile=256, batch=4, smooth=2), sinks=[c])
     assert s.frames == 4 and s.tiles == 24 and s.tiles_per_s > 0
     assert all((r.grid.rows, r.grid.cols) == (2, 3) for r in c.results)
     raw = [r.raw_map for r in c.results]

@@ -234,6 +234,19 @@ def test_watchdog_restarts_a_stalled_capture():
 
 
 @pytest.mark.network
+def test_gstreamer_pipeline_is_split_as_a_shell_would():
+    """A pipeline users test as ``gst-launch-1.0 PIPELINE`` in a shell: single-quoted caps with spaces."""
+    if (why := gst_launch_unavailable()):
+        pytest.skip(why)
+    quoted = "videotestsrc is-live=true ! 'video/x-raw, width=96, height=64, framerate=30/1' ! appsink"
+    with open_source(quoted, SourceOptions(gstreamer="gst-launch")) as src:
+        f = src.next_frame(5.0)
+    assert f is not None and f.image.shape == (64, 96, 3)
+    with pytest.raises(SourceError, match="cannot be split into arguments"):
+        open_source("videotestsrc ! 'video/x-raw ! appsink", SourceOptions(gstreamer="gst-launch")).start()
+
+
+@pytest.mark.network
 def test_bad_gstreamer_pipeline_is_a_clear_error():
     if (why := gst_launch_unavailable()):
         pytest.skip(why)
