@@ -85,6 +85,7 @@ def test_video_every_frame_batch_invariant_with_stage_times(tiny_run, tmp_path, 
     assert s.fps == pytest.approx(s.frames / s.seconds, rel=1e-2)
 
 
+@pytest.mark.slow  # trains the session model when no other test has
 def test_tiled_frames_and_smoothing(trained_run, tmp_path, deck_dir):
     """Needs a trained model: crack-heavy mosaics must score above crack-free ones."""
     cd = sorted((deck_dir / "CD").glob("*.jpg"))

@@ -497,6 +497,7 @@ def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(tiny_run, holdout
     assert len(frames) == 160 - lost and frames == sorted(frames)
 
 
+@pytest.mark.slow
 def test_logs_are_fsynced_every_few_seconds_and_at_the_end(tiny_run, tmp_path, holdout_deck):
     import shutil
 
@@ -657,6 +658,7 @@ def test_huge_jpeg_in_run_reduced_whole_or_refused_tiled_within_1gb(tiny_run, hu
             and "summary 0 frames" in out)
 
 
+@pytest.mark.slow
 def test_16_bit_image_converts_without_float64(tiny_run, tmp_path):
     import cv2
     import numpy as np
