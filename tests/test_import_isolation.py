@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
     from edgecrack.doctor import run_doctor
     rep = run_doctor()
     torch_check = [c for c in rep.checks if c.name == "PyTorch"][0]
-    result["doctor"] = "ok" if not torch_check.ok and rep.backends["torch"] else "doctor saw torch"
+    result["doctor"] = "ok" if not torch_check.ok and rep.backends["torch-cpu"] else "doctor saw torch"
     result["torch_loaded"] = "torch" in sys.modules
     print(json.dumps(result))
 """)

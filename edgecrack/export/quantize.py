@@ -256,7 +256,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     except ImportError as e:
         raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
-    from ..cpu import cpu_name, int8_isa
+    from ..platform import cpu_name, int8_isa
     from .precision import calibration_for, decisions, eval_images_for, session
 
     say = progress or (lambda *_: None)
