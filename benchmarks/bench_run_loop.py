@@ -38,7 +38,7 @@ from edgecrack.sources import Frame  # noqa: E402
 
 
 def machine() -> dict:
-    from edgecrack.bench import machine_summary
+    from edgecrack.platform import machine_summary
 
     return machine_summary()
 
