@@ -47,8 +47,9 @@ def test_one_listing_for_bench_and_eval(run):
     assert [a.name for a in artifacts_of_run(run)] == [a.name for a in arts]
     assert [p.name for p in eval_artifacts(run)] == [a.name for a in arts[1:]]
     assert [p.name for p in eval_artifacts(run / "model.onnx")] == [a.name for a in arts[1:]]
+    (run.parent / "empty").mkdir()
     with pytest.raises(ArtifactError, match="holds no checkpoint, ONNX model or engine"):
-        run_artifacts(run.parent / "empty" if (run.parent / "empty").mkdir() is None else None)
+        run_artifacts(run.parent / "empty")
     with pytest.raises(ArtifactError, match="run folder not found"):
         run_artifacts(run / "missing")
 
