@@ -14,6 +14,8 @@ MODULES = [
     "edgecrack.workers", "edgecrack.sinks", "edgecrack.redact",
     "edgecrack.preprocess", "edgecrack.metrics", "edgecrack.bench", "edgecrack.calibration", "edgecrack.doctor",
     "edgecrack.evaluate", "edgecrack.export.tensorrt", "edgecrack.export.quantize", "edgecrack.manifest",
+    "edgecrack.platform", "edgecrack.artifacts", "edgecrack.compare", "edgecrack.runtime.registry",
+    "edgecrack.engine_cache", "edgecrack.bench.run", "edgecrack.bench.render", "edgecrack.bench.compare",
 ]
 
 SCRIPT = textwrap.dedent("""

@@ -24,7 +24,6 @@ def tiny_manifest(kind: str = "onnx", threshold: float = 0.5, **extra) -> Manife
 def write_tiny_onnx(path: Path, weights: tuple[float, ...] = (0.02, -0.01, 0.0, -0.02, 0.01, 0.0),
                     manifest: Manifest | None = None) -> tuple[Path, Manifest]:
     """Write the model and its sidecar; ``weights`` are the 3x2 matrix from channel means to logits."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from edgecrack.export.onnx import attach_manifest
