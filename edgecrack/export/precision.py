@@ -15,7 +15,7 @@ Both are evaluated through onnxruntime against FP32 on the run's held-out images
 test split) with top-1 agreement reported. The Q/DQ model is evaluated in reference arithmetic
 (Q/DQ executed as written, no fused integer kernels): that is what TensorRT computes (int8
 products, 32-bit accumulation); onnxruntime's fused x86 kernels without VNNI saturate int16 pair
-sums and would judge the artifact by a CPU quirk it never meets on a GPU (see :mod:`edgecrack.cpu`).
+sums and would judge the artifact by a CPU quirk it never meets on a GPU (see :mod:`edgecrack.platform`).
 
 Chosen over NVIDIA Model Optimizer (``nvidia-modelopt``): see docs/deploy-artifacts.md.
 """
@@ -204,14 +204,16 @@ class PrecisionResult:
 
 def default_precision_path(onnx_path: str | Path, precision: str) -> Path:
     """``model.onnx`` -> ``model.fp16.onnx`` (fp16) / ``model.qdq.onnx`` (int8), from any sibling."""
-    p = fp32_sibling(onnx_path)
-    return p.with_name(f"{p.stem}.{'fp16' if precision == 'fp16' else 'qdq'}.onnx")
+    from ..artifacts import precision_onnx_path
+
+    return precision_onnx_path(onnx_path, precision)
 
 
 def fp32_sibling(onnx_path: str | Path) -> Path:
     """The FP32 model a precision variant sits next to: ``model.qdq.onnx`` -> ``model.onnx``."""
-    p = Path(onnx_path)
-    return p.with_name(p.name.split(".")[0] + ".onnx")
+    from ..artifacts import fp32_sibling as sibling
+
+    return sibling(onnx_path)
 
 
 def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: str | Path | None = None,
