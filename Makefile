@@ -5,14 +5,20 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the releases this project is tested with (they install from
 # the local wheel cache on the project's build machines; elsewhere pip downloads them).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# pip -q still prints one line per package for index locations a machine's pip.conf names but
+# does not have; those lines say nothing about this project, so they are dropped (pip's own
+# exit status still decides: pipefail).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+QUIET_PIP := 2>&1 | { grep -v -e 'is ignored: it is neither a file nor a directory' || true; }
 
 .PHONY: install demo test test-fast test-notorch bench clean triton-env
 
 $(BIN)/edgecrack: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q --upgrade pip $(QUIET_PIP)
+	$(BIN)/pip install -q $(TORCH_PINS) $(QUIET_PIP)
+	$(BIN)/pip install -q -e '.[train,dev]' $(QUIET_PIP)
 	touch $@
 
 install: $(BIN)/edgecrack
@@ -55,7 +61,7 @@ NOTORCH_TESTS := tests/test_runtime.py tests/test_loop_runner.py tests/test_loop
 	tests/test_robustness.py tests/test_import_isolation.py
 test-notorch:
 	$(PY) -m venv $(NOTORCH_VENV)
-	$(NOTORCH_VENV)/bin/pip install -q -e . pytest
+	$(NOTORCH_VENV)/bin/pip install -q -e . pytest $(QUIET_PIP)
 	@! $(NOTORCH_VENV)/bin/python -c "import torch" 2>/dev/null || { echo "$(NOTORCH_VENV) has torch"; exit 1; }
 	$(NOTORCH_VENV)/bin/python -m pytest -q -rs $(NOTORCH_TESTS)
 

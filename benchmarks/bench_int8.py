@@ -1,19 +1,23 @@
 """Where INT8 loses on this CPU: fused kernels vs 7-bit weights vs Q/DQ executed as written; FP16 too.
 
-Run: ``.venv/bin/python benchmarks/bench_int8.py`` (about 3 minutes on a 2-core CPU).
+Run: ``.venv/bin/python benchmarks/bench_int8.py`` (about 10 minutes on a 2-core CPU).
 Writes ``benchmarks/int8/int8.json`` and ``int8.md``.
 
 One default ``edgecrack train`` run on the bundled data; every model is compared with FP32 on the
 run's held-out split (validation + test), calibrated on 64 images of its training split:
 - the onnxruntime u8s8 Q/DQ graph with 8-bit and with 7-bit (``reduce_range``) weights, each run
   through onnxruntime's fused kernels and in reference arithmetic (graph optimisation off);
-- ``model.fp16.onnx`` and the TensorRT Q/DQ ``model.qdq.onnx`` as ``edgecrack export`` makes them.
+- ``model.fp16.onnx`` as ``edgecrack export --precision fp16`` makes it;
+- the TensorRT Q/DQ graph all INT8, and with the most sensitive backbone units kept float by the
+  mixed-precision search (what ``edgecrack export --precision int8`` writes);
+- ``edgecrack build-engine --target cpu --precision int8``'s candidates (latency, agreement, verdict).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -34,9 +38,9 @@ def main() -> None:
 
     from edgecrack.platform import machine_summary
     from edgecrack.platform import int8_isa
-    from edgecrack.export.precision import (calibration_for, eval_images_for, fidelity, precision_onnx_from_onnx,
-                                            probs_of, session)
-    from edgecrack.export.quantize import float_nodes
+    from edgecrack.export.precision import (MAX_FLOAT_UNITS, _qdq_blob, calibration_for, eval_images_for, fidelity,
+                                            precision_onnx_from_onnx, probs_of, search_images_for, session)
+    from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, float_nodes, int8_from_onnx
     from edgecrack.manifest import read_manifest
     from edgecrack.train.api import TrainConfig, train
     import onnx
@@ -75,18 +79,50 @@ def main() -> None:
                 rows.append({"model": f"qdq-u8s8, {'7' if rr else '8'}-bit weights",
                              "run_as": "reference arithmetic (Q/DQ as written)" if reference else "onnxruntime fused kernels",
                              **asdict(f)})
-        for prec in ("fp16", "int8"):
-            r = precision_onnx_from_onnx(src, prec, tmp / f"p.{prec}.onnx", budget=0.99)
-            rows.append({"model": r.manifest.extra["format"], "run_as": "edgecrack export --precision " + prec,
-                         **asdict(r.fidelity)})
+        r = precision_onnx_from_onnx(src, "fp16", tmp / "p.fp16.onnx", budget=0.99)
+        rows.append({"model": "fp16", "run_as": "edgecrack export --precision fp16", **asdict(r.fidelity)})
+        mixed = None
+        for max_float in (0, MAX_FLOAT_UNITS):
+            t0 = time.perf_counter()
+            blob, record = _qdq_blob(src, cal, m, lambda *_: None, 0.99, max_float, None)
+            f = fidelity(probs_of(session(blob, reference=True), x, m.input_name), p0, y, m)
+            n = len(record["float_units"])
+            rows.append({"model": "qdq-tensorrt, " + (f"{n} of {record['units']} backbone units float"
+                                                      if n else "all INT8"),
+                         "run_as": "edgecrack export --precision int8" + ("" if max_float else " --max-float-units 0"),
+                         "seconds": round(time.perf_counter() - t0, 1), **asdict(f)})
+            mixed = record if max_float else mixed
+        try:
+            cpu = int8_from_onnx(src, tmp / "cpu.int8.onnx", QuantizeConfig()).candidates
+            cpu_verdict = "written"
+        except QuantizeRefused as e:
+            cpu, cpu_verdict = [e.fp32, *e.candidates], "refused: " + e.message.split(". Needed")[0].split(": ")[0]
+    fp32_ms = cpu[0].latency_ms["1"]
+    cpu_rows = [{"name": c.name, "latency_ms_batch1": c.latency_ms["1"], "speedup_batch1": fp32_ms / c.latency_ms["1"],
+                 "top1_agreement": c.top1_agreement, "accuracy": c.accuracy,
+                 "accuracy_delta_points": c.accuracy_delta_points, "verdict": c.verdict or "reference"} for c in cpu]
     rep = {"schema": "edgecrack.bench.int8/1", "machine": machine_summary(), "int8_isa": int8_isa().summary,
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows}
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows,
+           "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows}}
     lines = ["# INT8 and FP16 fidelity on this CPU", "",
              f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; {rep['int8_isa']}. "
              f"Default model, held-out: {where}. Date {rep['date']}.", "",
              "| model | run as | top-1 agreement with FP32 | accuracy (FP32) | Δ points |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['run_as']} | {r['top1_agreement'] * 100:.1f} % | {r['accuracy']:.3f} "
               f"({r['fp32_accuracy']:.3f}) | {r['accuracy_delta_points']:+.1f} |" for r in rows]
+    lines += ["", "Mixed-precision search (TensorRT Q/DQ): agreement with FP32 on "
+              f"{len(search_images_for(src, cal, m))} training images outside the calibration set as units are kept float, "
+              "in order of one-in sensitivity:", "",
+              "| units float | search-set agreement |", "|---|---|"]
+    lines += [f"| {s['float_units']} | {s['agreement'] * 100:.1f} % |" for s in mixed["steps"]]
+    lines += ["", f"onnxruntime CPU INT8 (`edgecrack build-engine --target cpu`), {cpu_verdict}:", "",
+              "| candidate | batch-1 latency | speed-up | top-1 agreement | accuracy | Δ points | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['latency_ms_batch1']:.1f} ms | x{r['speedup_batch1']:.2f} | "
+              f"{r['top1_agreement'] * 100:.1f} % | {r['accuracy']:.3f} | {r['accuracy_delta_points']:+.1f} | "
+              f"{r['verdict']} |" for r in cpu_rows]
+    lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f} (2 cores; latencies are noisy when it is "
+              "above 2)."]
     atomic_write_json(a.out / "int8.json", rep)
     atomic_write_text(a.out / "int8.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -57,6 +57,8 @@ def export_cmd(
                                   "model.qdq.onnx) are made from it and checked against FP32."),
     calib: Optional[Path] = typer.Option(None, help="INT8 calibration folder (default: 64 images drawn from the run's training split)."),
     eval_data: Optional[Path] = typer.Option(None, help="Labelled folder for the FP16/INT8 check (default: the run's validation + test split)."),
+    min_agreement: float = typer.Option(0.99, help="FP16/INT8: smallest accepted top-1 agreement with FP32 on the held-out images."),
+    max_float_units: int = typer.Option(8, help="INT8: most backbone units kept float to reach --min-agreement (0: all INT8)."),
 ) -> None:
     """Export a run's checkpoint to ONNX: preprocessing inside, manifest attached, parity recorded.
 
@@ -71,7 +73,7 @@ def export_cmd(
         raise ConfigError(f"unknown --precision {precision!r}", "use fp32, fp16 or int8")
     fp32_path = Path(run) / "model.onnx"
     if precision != "fp32" and fp32_path.is_file() and triton is None:
-        _precision_export(fp32_path, precision, calib, eval_data, out)
+        _precision_export(fp32_path, precision, calib, eval_data, out, min_agreement, max_float_units)
         return
     path, m = onnx_from_run(run, out if precision == "fp32" else None, opset, parity_images)
     par = m.extra.get("parity_torch_vs_ort") or {}
@@ -93,19 +95,25 @@ def export_cmd(
         repo = write_triton_repository(path, triton, [], max_batch)
         console.print(f"  Triton model repository: {escape(str(repo))}")
     if precision != "fp32":
-        _precision_export(path, precision, calib, eval_data, out)
+        _precision_export(path, precision, calib, eval_data, out, min_agreement, max_float_units)
 
 
-def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=None) -> None:
+def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=None, min_agreement: float = 0.99,
+                      max_float_units: int = 8) -> None:
     from .export.precision import precision_onnx_from_onnx
 
     console.print(f"[bold cyan]{precision.upper()}[/] from {escape(str(fp32_path))}, checked against FP32 on held-out images")
     with _PhaseProgress() as prog:
-        r = precision_onnx_from_onnx(fp32_path, precision, out, calib, eval_data, progress=prog)
+        r = precision_onnx_from_onnx(fp32_path, precision, out, calib, eval_data, progress=prog,
+                                     min_agreement=min_agreement, max_float=max_float_units)
     f = r.fidelity
     console.print(f"[bold green]wrote[/] {escape(str(r.path))}: accuracy {f.accuracy:.3f} vs FP32 {f.fp32_accuracy:.3f} "
                   f"({f.accuracy_delta_points:+.1f} pts), top-1 agreement {f.top1_agreement * 100:.1f} %, "
                   f"max |dp| {f.max_abs_diff:.3f} on {escape(r.eval_images)}; TensorRT-ready")
+    mp = r.manifest.extra.get("mixed_precision") or {}
+    if mp.get("float_units"):
+        console.print(f"  mixed precision: {len(mp['float_units'])} of {mp['units']} backbone units kept float "
+                      f"({escape(', '.join(mp['float_units']))}), the most sensitive on training images")
     if r.calibration:
         console.print(f"  calibration: {escape(r.calibration)}")
 
@@ -131,6 +139,7 @@ def build_engine_cmd(
     calibrate_method: str = typer.Option("minmax", help="CPU INT8 calibration: minmax, entropy, percentile."),
     select_batch: int = typer.Option(1, help="CPU INT8: pick the fastest format at batch 1 (camera loop) or 8."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for the CPU INT8 measurements."),
+    max_float_units: int = typer.Option(8, help="CPU INT8: most backbone units the mixed-precision search keeps float (0: off)."),
 ) -> None:
     """Build a deployable artifact: TensorRT engine (GPU) or onnxruntime INT8 model (--target cpu)."""
     from .errors import ConfigError
@@ -144,7 +153,7 @@ def build_engine_cmd(
             raise ConfigError(f"--target cpu builds INT8 models; {precision} on CPU is {onnx_path.name} itself",
                               f"run {onnx_path} directly, or pass --precision int8")
         _build_cpu_int8(onnx_path, calib, out, formats, eval_data, accuracy_budget, calibrate_method, select_batch, threads,
-                        min_agreement, min_speedup, reduce_range)
+                        min_agreement, min_speedup, reduce_range, max_float_units)
         return
     from .export.tensorrt import EngineConfig, engine_from_onnx
 
@@ -169,13 +178,14 @@ def build_engine_cmd(
 
 
 def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, select_batch, threads,
-                    min_agreement=0.99, min_speedup=1.2, reduce_range="auto") -> None:
+                    min_agreement=0.99, min_speedup=1.2, reduce_range="auto", max_float_units=8) -> None:
     from .export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
 
     cfg = QuantizeConfig(calib=str(calib) if calib else None, formats=tuple(formats),
                          eval_data=str(eval_data) if eval_data else None, accuracy_budget=budget,
                          calibrate_method=method, threads=threads, select_batch=select_batch,
-                         min_agreement=min_agreement, min_speedup=min_speedup, reduce_range=reduce_range)
+                         min_agreement=min_agreement, min_speedup=min_speedup, reduce_range=reduce_range,
+                         max_float_units=max_float_units)
     console.print(f"[bold cyan]build-engine --target cpu[/] {escape(str(onnx_path))} -> onnxruntime INT8: measuring "
                   f"{', '.join(cfg.formats)} against FP32 (about 20-40 s per format on 2 cores)")
     try:

@@ -67,7 +67,7 @@ def test_qdq_int8_is_tensorrt_style(trained_onnx, holdout_deck, deck_dir, tmp_pa
         for p in sorted((deck_dir / cls).glob("*.jpg"))[40:56]:
             shutil.copy(p, calib / cls / p.name)
     r = precision_onnx_from_onnx(trained_onnx, "int8", tmp_path / "model.qdq.onnx", calib=calib,
-                                 eval_data=holdout_deck, budget=0.99)
+                                 eval_data=holdout_deck, budget=0.99, min_agreement=0.0, max_float=0)
     model = onnx.load(str(r.path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -105,3 +105,61 @@ def test_export_cli_writes_fp16_next_to_the_run(trained_run, holdout_deck):
     assert "top-1 agreement" in r.output and (trained_run / "model.fp16.onnx").is_file()
     (trained_run / "model.fp16.onnx").unlink()
     (trained_run / "model.fp16.onnx.json").unlink()
+
+
+@pytest.mark.slow
+def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, holdout_deck, deck_dir, tmp_path):
+    """An unreachable target with at most 2 float units: every unit is measured, the two most
+    sensitive stay float (their convolutions read float weights, no DequantizeLinear), the rest
+    is INT8, and the export refuses with the numbers."""
+    from edgecrack.calibration import load_calibration
+    from edgecrack.export.precision import _qdq_blob
+
+    calib = tmp_path / "cal"
+    for cls in ("CD", "UD"):
+        (calib / cls).mkdir(parents=True)
+        for p in sorted((deck_dir / cls).glob("*.jpg"))[40:56]:
+            shutil.copy(p, calib / cls / p.name)
+    m = read_manifest(trained_onnx)
+    blob, rec = _qdq_blob(trained_onnx, load_calibration(calib), m, lambda *_: None, 1.01, 2, None)
+    sens = rec["sensitivity"]
+    assert len(sens) == rec["units"] >= 10 and [s for _, s in sens] == sorted((s for _, s in sens), reverse=True)
+    assert rec["float_units"] == [u for u, _ in sens[:2]] or rec["float_units"] == [sens[0][0]]
+    assert [st["float_units"] for st in rec["steps"]] == [0, 1, 2]
+    model = onnx.load_from_string(blob)
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.name.startswith("/head"):
+            continue
+        unit = n.name.split("/")[2] if n.name.startswith("/trunk/") else n.name
+        assert (n.input[1] in dq_out) == (unit not in rec["float_units"]), n.name
+    with pytest.raises(ArtifactError, match="units kept float") as e:
+        precision_onnx_from_onnx(trained_onnx, "int8", tmp_path / "strict.qdq.onnx", calib=calib,
+                                 eval_data=holdout_deck, budget=0.99, min_agreement=1.01, max_float=0)
+    assert "0 backbone units kept float" in e.value.message and "nothing written" in e.value.message and not (tmp_path / "strict.qdq.onnx").exists()
+
+
+def test_search_stops_at_the_target_and_keeps_the_best():
+    """The search's order and stopping rule on a model whose agreement rises by unit."""
+    from edgecrack.export import mixed
+
+    units = {f"u{i}": [f"n{i}a", f"n{i}b"] for i in range(6)}
+    weight = {"u0": 0.05, "u1": 0.5, "u2": 0.01, "u3": 0.3, "u4": 0.02, "u5": 0.1}
+    made = []
+
+    def quantize(float_nodes):
+        made.append(sorted(float_nodes))
+        return ",".join(sorted(float_nodes)).encode()
+
+    def agreement(blob):
+        floats = {n[1] for n in blob.decode().split(",") if n}
+        shift = sum(w for u, w in weight.items() if u[1] not in floats)
+        return mixed.Score(1.0 - shift / 2, shift)
+
+    r = mixed.search(units, quantize, agreement, target=0.9, max_float=8)
+    assert [u for u, _ in r.sensitivity] == ["u1", "u3", "u5", "u0", "u4", "u2"]
+    assert r.float_units == ["u1", "u3"] and r.score.top1_agreement == pytest.approx(1 - 0.18 / 2)
+    assert [s["float_units"] for s in r.steps] == [0, 1, 2]
+    assert len(made) == 1 + 6 + 2
+    none = mixed.search(units, quantize, agreement, target=0.9, max_float=0)
+    assert none.float_units == [] and len(none.steps) == 1

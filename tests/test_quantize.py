@@ -74,7 +74,10 @@ def test_int8_is_written_only_when_it_is_a_win_on_this_cpu(better_run, split_dec
         res = int8_from_onnx(better_run / "model.onnx", config=cfg)
     except QuantizeRefused as e:
         assert not out.exists()
-        assert e.fp32.accuracy > 0.75 and len(e.candidates) == 2
+        names = [c.name for c in e.candidates]
+        assert e.fp32.accuracy > 0.75 and names[:2] == ["qdq-u8s8", "qop-u8s8"] and len(names) <= 3
+        # a third candidate is the fastest format with its most sensitive backbone units kept float
+        assert all(n.split("+")[0] in names[:2] and n.endswith("+mixed") for n in names[2:])
         assert int8_isa().summary in e.message and "agreement" in e.message and "nothing was written" in e.message.lower()
         assert all(c.verdict != "ok" for c in e.candidates)
         for c in e.candidates:

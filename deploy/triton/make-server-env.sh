@@ -20,7 +20,10 @@ if [ -x "$env_dir/bin/python" ] && "$env_dir/bin/python" -c "import pytriton, on
   echo "Triton server environment ready: $env_dir"
   exit 0
 fi
+# pip -q still prints a line per package for index locations a pip.conf names but a machine
+# lacks; they say nothing about this environment (pip's status still decides, pipefail).
+quiet_pip() { "$env_dir/bin/pip" install -q "$@" 2>&1 | { grep -v -e 'is ignored: it is neither a file nor a directory' || true; }; }
 "$python" -m venv "$env_dir"
-"$env_dir/bin/pip" install -q --upgrade pip
-"$env_dir/bin/pip" install -q "nvidia-pytriton==${pytriton_version}" "numpy<2" onnxruntime
+quiet_pip --upgrade pip
+quiet_pip "nvidia-pytriton==${pytriton_version}" "numpy<2" onnxruntime
 "$env_dir/bin/python" -c "import pytriton, onnxruntime, numpy; print('Triton server environment ready:', '$env_dir', 'numpy', numpy.__version__, 'onnxruntime', onnxruntime.__version__)"

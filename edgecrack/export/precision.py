@@ -259,7 +259,7 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
         threads: onnxruntime threads.
         progress: ``(phase, done, total)`` callback.
         min_agreement: INT8: smallest top-1 agreement with FP32 on the held-out images; also the
-            target of the mixed-precision search on the calibration images.
+            target of the mixed-precision search on training images outside the calibration set.
         max_float: INT8: most backbone units kept float by that search (0: all INT8).
 
     Raises:
@@ -344,8 +344,8 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     ``Clip`` (ReLU6) is in the quantized op set so a convolution's output is quantized with the
     clipped [0, 6] range rather than its raw pre-activation range (-30..40 on this backbone):
     measured on the 224 px default, top-1 agreement 85.8 % -> 93.3 % on 120 held-out images.
-    The most sensitive backbone units stay float until the decisions on the calibration images
-    agree with FP32's (:mod:`edgecrack.export.mixed`).
+    The most sensitive backbone units stay float until the decisions on the search images
+    (:func:`search_images_for`) agree with FP32's (:mod:`edgecrack.export.mixed`).
 
     Returns:
         (model bytes, the mixed-precision record for the manifest)

@@ -75,6 +75,8 @@ class QuantizeConfig:
         threads: onnxruntime intra-op threads for the measurements (None: all cores).
         latency_runs: Timed runs per batch size (median reported).
         select_batch: Batch size whose latency decides the winner (1: camera loop, 8: batch jobs).
+        max_float_units: When every format is fast enough but disagrees with FP32, the most
+            backbone units the mixed-precision search may keep float in the fastest (0: off).
     """
 
     calib: str | None = None
@@ -90,6 +92,7 @@ class QuantizeConfig:
     threads: int | None = None
     latency_runs: int = 20
     select_batch: int = 1
+    max_float_units: int = 8
 
 
 @dataclass
@@ -279,6 +282,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     extra_options = {"CalibMovingAverage": True} if cfg.moving_average and cfg.calibrate_method == "minmax" else {}
     results: list[Candidate] = []
     blobs: dict[str, bytes] = {}
+    mixed_records: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="edgecrack-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         say("shape inference and graph optimisation", 0, 1)
@@ -326,6 +330,13 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             results.append(c)
             blobs[name] = blob
             say(f"quantizing {name}", k + 1, len(cfg.formats))
+        mixed_run = _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, y_eval,
+                                     p0, d0, method, extra_options, reduce_range, say)
+        if mixed_run is not None:
+            c, blob, record = mixed_run
+            results.append(c)
+            blobs[c.name] = blob
+            mixed_records[c.name] = record
     ok = [c for c in results if c.within_budget]
     key = str(cfg.select_batch)
     if not ok:
@@ -340,7 +351,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             "keep the FP32 model.onnx on this CPU; on a GPU use the TensorRT Q/DQ model (edgecrack export RUN "
             "--precision int8)", fp32=fp32, candidates=results)
     chosen = min(ok, key=lambda c: c.latency_ms[key])
-    fmt, act, wt = QUANT_FORMATS[chosen.name]
+    fmt, act, wt = QUANT_FORMATS[chosen.name.split("+")[0]]
     extra = {
         "precision": "int8",
         "format": chosen.name,
@@ -358,6 +369,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
         "calibration_images": len(calib),
         "calibration_set": str(calib.meta.get("source") or calib.root),
         "excluded_nodes": excluded,
+        "mixed_precision": mixed_records.get(chosen.name),
         "onnx_sha256": fp32_sha,
         "eval": {"data": root, "images": int(len(y_eval)), "threshold": manifest.threshold},
         "fp32": asdict(fp32),
@@ -383,6 +395,65 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     atomic_write_bytes(out, final)
     write_manifest(out, im)
     return QuantizeResult(out, im, chosen, fp32, results, int(len(y_eval)), calib.describe())
+
+
+def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, y_eval, p0, d0, method,
+                     extra_options, reduce_range, say):
+    """When every format is fast enough but disagrees with FP32, keep the most sensitive backbone
+    units of the fastest one float (:mod:`edgecrack.export.mixed`) and measure that model too.
+
+    Returns:
+        (candidate ``<format>+mixed``, model bytes, search record), or None when nothing to try.
+    """
+    import onnx
+    import onnxruntime.quantization as oq
+
+    from . import mixed
+    from .precision import decisions, probs_of, search_images_for, session
+
+    if cfg.max_float_units <= 0:
+        return None
+    fast = [c for c in results if c.verdict != "ok" and c.speedup(fp32, cfg.select_batch) >= cfg.min_speedup]
+    if not fast:
+        return None
+    base = min(fast, key=lambda c: c.latency_ms[str(cfg.select_batch)])
+    fmt, act, wt = QUANT_FORMATS[base.name]
+    model = onnx.load(str(pre))
+    ops = ["Conv", "Add", "Clip", "MatMul", "Mul", "Relu"]
+    quantizable = [n.name for n in model.graph.node if n.op_type in ops and n.name not in set(excluded)]
+    x = search_images_for(onnx_path, calib, manifest)
+    ps = probs_of(session(pre.read_bytes(), cfg.threads), x, manifest.input_name)
+    cache, out = pre.with_name("ranges.json"), pre.with_name(f"{base.name}+mixed.onnx")
+
+    def quantize(extra_float: set[str]) -> bytes:
+        with _quiet_root_logger():
+            oq.quantize_static(str(pre), str(out), None if cache.is_file() else _Reader(calib, manifest),
+                               quant_format=getattr(oq.QuantFormat, fmt), activation_type=getattr(oq.QuantType, act),
+                               weight_type=getattr(oq.QuantType, wt), per_channel=cfg.per_channel,
+                               reduce_range=reduce_range, nodes_to_exclude=excluded + sorted(extra_float),
+                               calibrate_method=method, extra_options=extra_options,
+                               calibration_cache_path=str(cache))
+        return out.read_bytes()
+
+    def agreement(blob: bytes) -> mixed.Score:
+        p = probs_of(session(blob, cfg.threads), x, manifest.input_name)
+        return mixed.Score(float((p.argmax(1) == ps.argmax(1)).mean()),
+                           mixed.logit_shift(p, ps, manifest.positive_index))
+
+    found = mixed.search(mixed.backbone_units(model, quantizable), quantize, agreement, cfg.min_agreement,
+                         cfg.max_float_units, say)
+    if not found.float_units:
+        return None
+    p, lat = _measure(session(found.blob, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
+    d = decisions(p, manifest)
+    acc = float((d == y_eval).mean())
+    c = Candidate(f"{base.name}+mixed", acc, lat, accuracy_delta_points=round((acc - fp32.accuracy) * 100, 3),
+                  top1_agreement=float((p.argmax(1) == p0.argmax(1)).mean()), decision_agreement=float((d == d0).mean()),
+                  max_abs_diff=float(np.abs(p - p0).max()), mean_abs_diff=float(np.abs(p - p0).mean()),
+                  size_bytes=len(found.blob))
+    c.verdict = _verdict(c, fp32, cfg)
+    c.within_budget = c.verdict == "ok"
+    return c, found.blob, found.record()
 
 
 class _quiet_root_logger:
