@@ -130,6 +130,7 @@ class SourceOptions:
             watchdog gave up on and that have not returned yet. Python cannot free such a
             thread and the decoder behind it; one more than this ends the source with an
             error, so the process exits non-zero and its supervisor (systemd) restarts it clean.
+        shard: Folders and globs: only the images of shard ``(K, N)`` (see :mod:`edgecrack.shard`).
     """
 
     width: int | None = None
@@ -147,6 +148,7 @@ class SourceOptions:
     gstreamer: str = "auto"
     telemetry: str | None = None
     max_abandoned: int = 3
+    shard: tuple[int, int] | None = None
 
 
 class Source:
@@ -481,6 +483,7 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
         SourceError: Nothing usable at ``spec``.
     """
     from . import live  # imports this module: loaded on first use, not at import time
+    from .shard import glob_root, select_shard
 
     opts = options or SourceOptions()
     if opts.telemetry and not (isinstance(spec, str) and Path(spec.strip()).is_file()
@@ -513,6 +516,7 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
         files = list_images(p)
         if not files:
             raise SourceError(f"no images in folder {p}", f"image types: {', '.join(IMAGE_SUFFIXES)}")
+        files = select_shard(files, p, opts.shard)
         return ImageFilesSource(files, str(p), opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     if p.is_file():
         if p.suffix.lower() in IMAGE_SUFFIXES:
@@ -523,6 +527,7 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SourceError(f"no images match {s}", "quote the pattern so the shell does not expand it")
+        files = select_shard(files, glob_root(s), opts.shard)
         return ImageFilesSource(files, s, opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     raise SourceError(f"source not found: {s}", f"pass one of: {SOURCE_FORMS}")
 

@@ -127,6 +127,94 @@ class TrainConfig:
         return asdict(self)
 
 
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a type hint of :class:`TrainConfig` / :class:`LoopConfig`."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in (x for x in args if x is not type(None)):
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            items = [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+    elif dataclasses.is_dataclass(hint):
+        if isinstance(value, dict):
+            return _dataclass_from_dict(hint, value, where + ".")
+    else:  # pragma: no cover - a field type this loader does not know is a bug
+        raise TypeError(f"no loader for {hint!r}")
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key {where!r}: expected {name}, got {json.dumps(value)}")
+
+
+def _dataclass_from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(d) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown config key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(repr(prefix + k) for k in unknown)}",
+                          f"{cls.__name__} keys are: {', '.join(hints)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in d.items()})
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from the dict ``config.json`` holds (missing keys take defaults).
+
+    Raises:
+        ConfigError: Unknown keys, or values of the wrong type.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError("a training config must be a JSON object")
+    return _dataclass_from_dict(TrainConfig, d)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """The config of a run (``runs/x/config.json``, or the run folder itself), to re-run it.
+
+    Raises:
+        ConfigError: Missing or unreadable file, not JSON, unknown keys or wrong types.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}",
+                          "pass the config.json of a run folder (edgecrack train writes one)") from None
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{p} is not valid JSON ({e})") from None
+    try:
+        return config_from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e.message}", e.hint) from None
+
+
 class Reporter:
     """Progress callbacks; the CLI renders them, the library stays silent by default."""
 
