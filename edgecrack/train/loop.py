@@ -118,7 +118,7 @@ def logits_from_features(net: CrackNet, feats: "FeatureRows | np.ndarray", devic
     net.eval()
     out = []
     if isinstance(feats, FeatureRows):
-        pieces = (x for _, x in feats.chunks(batch_size, view))
+        pieces = (x for _, x in feats.chunks(feats.forward_rows(batch_size), view))
     else:
         pieces = (feats[i:i + batch_size] for i in range(0, len(feats), batch_size))
     with torch.inference_mode():
@@ -132,7 +132,7 @@ def _evaluate(net: CrackNet, val: FeatureRows, val_y: torch.Tensor, dev: str, am
     """Mean cross-entropy and accuracy of view 0 of ``val``, read in bounded chunks."""
     loss_sum, correct = 0.0, 0
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-        for a, xb in val.chunks(READ_CHUNK_ROWS, 0):
+        for a, xb in val.chunks(val.forward_rows(), 0):
             y = val_y[a:a + len(xb)]
             lg = net.logits_from_trunk(torch.from_numpy(xb.astype(np.float32)).to(dev)).float()
             loss_sum += float(nn.functional.cross_entropy(lg, y, reduction="sum"))
