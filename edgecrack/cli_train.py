@@ -140,8 +140,6 @@ def train_cmd(
     plots: bool = typer.Option(True, help="Write PNG plots."),
 ) -> None:
     """Train a crack classifier by transfer learning (bottleneck phase + training phase)."""
-    from click.core import ParameterSource
-
     from .train.api import TrainConfig, load_config, train
     from .train.loop import LoopConfig
 
@@ -162,8 +160,9 @@ def train_cmd(
         cfg.fine_tune_blocks = fine_tune_blocks
     if config is not None:
         # The file's values, except those given explicitly on this command line.
+        # by name: typer may ship its own copy of click's ParameterSource enum
         given = {name for name in ctx.params if name != "config"
-                 and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+                 and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
         base = load_config(config)
         for name in given:
             if name in LOOP_OPTIONS:
