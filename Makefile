@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the local wheel cache on the project's build machines; elsewhere pip downloads them).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast bench clean triton-env
+.PHONY: install demo test test-fast test-notorch bench clean triton-env
 
 $(BIN)/edgecrack: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,19 @@ test: install triton-env
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The deploy side as a Jetson has it: no torch (core extra + pytest only). The runtime, the run
+# loop, its sinks and `edgecrack run` are tested on the committed tiny ONNX model
+# (tests/assets/tiny) and must pass here, not skip. Not part of `make test`.
+NOTORCH_VENV ?= .venv-notorch
+NOTORCH_TESTS := tests/test_runtime.py tests/test_loop_runner.py tests/test_loop_sinks.py tests/test_loop_sources.py \
+	tests/test_loop_tiling.py tests/test_loop_postprocess.py tests/test_cli_run.py tests/test_geo.py \
+	tests/test_robustness.py tests/test_import_isolation.py
+test-notorch:
+	$(PY) -m venv $(NOTORCH_VENV)
+	$(NOTORCH_VENV)/bin/pip install -q -e . pytest
+	@! $(NOTORCH_VENV)/bin/python -c "import torch" 2>/dev/null || { echo "$(NOTORCH_VENV) has torch"; exit 1; }
+	$(NOTORCH_VENV)/bin/python -m pytest -q -rs $(NOTORCH_TESTS)
+
 # A real Triton server (CPU, python backend) for tests/test_triton.py, in its own environment.
 triton-env:
 	bash deploy/triton/make-server-env.sh .venv-triton $(PY)
@@ -54,4 +67,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_train.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache $(NOTORCH_VENV)

@@ -4,12 +4,12 @@ Run: ``.venv/bin/python benchmarks/bench_run_loop.py --model runs/deck`` (a few 
 2-core CPU). Writes ``benchmarks/run_loop/run_loop.json`` and ``benchmarks/run_loop/run_loop.md``.
 
 1. Video file, 256x256 frames (the bundled SDNET2018 deck images as a real MJPEG video), one
-   tile per frame, batch N: frames/s of ``edgecrack.pipeline.run`` (capture, decode, preprocess,
+   tile per frame, batch N: frames/s of ``edgecrack.loop.runner.run`` (capture, decode, preprocess,
    inference, postprocess and a JSONL log, all included) against the backend's own throughput
    on already preprocessed batches of the same size. Goal: >= 0.85x. The two are measured
    interleaved, several times, and compared by their medians, because the machine is shared.
 2. A 3840x2160 frame made of real deck images, tiled at 256 px (135 tiles): frame latency and
-   tiles/s through :class:`edgecrack.pipeline.Inspector`, and a short 4K video through the
+   tiles/s through :class:`edgecrack.loop.inspector.Inspector`, and a short 4K video through the
    whole loop (4K MJPEG decoding included).
 """
 
@@ -31,10 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from edgecrack.data import DEFAULT_DATASET, list_images  # noqa: E402
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
-from edgecrack.pipeline import Inspector, RunConfig, run  # noqa: E402
+from edgecrack.loop.config import RunConfig  # noqa: E402
+from edgecrack.loop.inspector import Inspector  # noqa: E402
+from edgecrack.loop.runner import run  # noqa: E402
+from edgecrack.loop.types import Frame  # noqa: E402
 from edgecrack.preprocess import decode_image, preprocess  # noqa: E402
 from edgecrack.runtime import open_backend  # noqa: E402
-from edgecrack.sources import Frame  # noqa: E402
 
 
 def machine() -> dict:

@@ -28,6 +28,10 @@ import cv2
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgecrack.geo import exif_gps_ifd  # noqa: E402
+
 DECK = ROOT / "edgecrack" / "data" / "sdnet2018-deck"
 START = (41.737020, -111.833810)  # lat, lon of the deck's south end (synthetic)
 BEARING = 28.0  # degrees from north
@@ -36,13 +40,6 @@ XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.or
        '<rdf:Description rdf:about="" xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" '
        'drone-dji:RelativeAltitude="+{rel:.2f}" drone-dji:GimbalPitchDegree="-90.00" '
        'drone-dji:GimbalYawDegree="{yaw:+.2f}" drone-dji:FlightYawDegree="{yaw:+.2f}"/></rdf:RDF></x:xmpmeta>')
-
-
-def dms(deg: float) -> tuple[float, float, float]:
-    deg = abs(deg)
-    d = math.floor(deg)
-    m = math.floor((deg - d) * 60)
-    return float(d), float(m), (deg - d - m / 60) * 3600
 
 
 def positions(n_per_pass: int = 30, passes: int = 3, step_m: float = 4.0, lane_m: float = 4.0):
@@ -75,9 +72,8 @@ def write_flight(folder: Path) -> int:
     for n, ((lat, lon, yaw), src) in enumerate(zip(positions(), imgs)):
         t = t0 + timedelta(seconds=2 * n)
         exif = Image.Exif()
-        exif[0x8825] = {1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lon >= 0 else "W", 4: dms(lon),
-                        5: b"\x00", 6: GROUND_M + 10.0, 7: (float(t.hour + 6), float(t.minute), float(t.second)),
-                        29: t.strftime("%Y:%m:%d")}
+        exif[0x8825] = {**exif_gps_ifd(lat, lon, GROUND_M + 10.0),
+                        7: (float(t.hour + 6), float(t.minute), float(t.second)), 29: t.strftime("%Y:%m:%d")}
         exif[0x8769] = {0x9003: t.strftime("%Y:%m:%d %H:%M:%S"), 0x9011: "-06:00"}
         with Image.open(src) as im:
             im.save(folder / f"DJI_{n + 1:04d}.JPG", exif=exif, xmp=XMP.format(rel=10.0, yaw=yaw).encode(), quality=95)

@@ -40,7 +40,8 @@ from .data import DEFAULT_DATASET, discover, list_images
 from .errors import ArtifactError, BackendUnavailable, ConfigError, DatasetError, EdgecrackError
 from .io import atomic_path, atomic_write_json, atomic_write_text
 from .manifest import Manifest, read_manifest
-from .metrics import classification_report, predict_labels
+from .loop.postprocess import predict_labels
+from .metrics import classification_report
 from .preprocess import decode_image, preprocess
 
 SCHEMA = "edgecrack.bench/1"

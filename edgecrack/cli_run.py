@@ -73,13 +73,11 @@ def run_cmd(
 
     import cv2
 
-    from rich.markup import escape
-
     from .cli_common import console, err_console
     from .errors import ConfigError
-    from .pipeline import RunConfig, run
-    from .sinks import ConsoleSink
-    from .sources import SourceOptions
+    from .loop.config import RunConfig, SourceOptions
+    from .loop.runner import run
+    from .loop.sinks import ConsoleSink
 
     if (source is None) == (camera is None):
         raise ConfigError("give exactly one of --source and --camera", "e.g. --camera 0, or --source flight.mp4")
@@ -105,20 +103,7 @@ def run_cmd(
                     save_flagged=str(save_flagged) if save_flagged else None, show=show, overlay=overlay,
                     max_frames=max_frames, source_options=opts)
 
-    # Paths and names are printed literally: a file called "[bold]a.jpg" is not markup.
-    def started(info, backend_text: str) -> None:
-        err_console.print(f"[bold cyan]run[/] {escape(info.source)} ({info.source_kind}) with "
-                          f"{escape(backend_text.splitlines()[0])}  threshold {info.threshold:.3f} on "
-                          f"{escape(str(info.positive_label))}", highlight=False, soft_wrap=True)
-        for line in backend_text.splitlines()[1:]:
-            err_console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
-
-    def connecting(src) -> None:
-        within = f" (retrying for up to {wait:g} s)" if wait > 0 else ""
-        err_console.print(f"connecting to {escape(src.description)}{within}", highlight=False, soft_wrap=True)
-
-    summary = run(cfg, sinks=[ConsoleSink(console, err_console, "quiet" if quiet else "auto")], on_start=started,
-                  on_connect=connecting)
+    summary = run(cfg, sinks=[ConsoleSink(console, err_console, "quiet" if quiet else "auto")])
     err_console.print(summary_text(summary), highlight=False, soft_wrap=True)
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from .data import CRACKED, UNCRACKED, discover, label_from_name, list_images, merge_sdnet
 from .errors import DatasetError, ImageDecodeError
 from .io import atomic_write_json
-from .metrics import classification_report, predict_labels
+from .loop.postprocess import predict_labels
+from .metrics import classification_report
 from .preprocess import IMAGE_SUFFIXES, decode_image, preprocess
 from .runtime import Selection, open_backend
 

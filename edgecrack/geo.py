@@ -117,6 +117,27 @@ def _degrees(dms: Any, ref: Any, negative: str) -> float | None:
     return -deg if _text(ref).upper() == negative else deg
 
 
+def dms_from_degrees(deg: float) -> tuple[float, float, float]:
+    """EXIF ``(degrees, minutes, seconds)`` of an angle's magnitude (its sign goes in the N/S/E/W ref)."""
+    deg = abs(deg)
+    d = math.floor(deg)
+    m = math.floor((deg - d) * 60)
+    return float(d), float(m), (deg - d - m / 60) * 3600
+
+
+def exif_gps_ifd(lat: float, lon: float, alt: float | None = None) -> dict[int, Any]:
+    """The EXIF GPS IFD of a position, keyed by tag number as Pillow writes it (``Image.Exif()[0x8825]``).
+
+    The inverse of what :func:`geotag_from_image` reads: ``(deg, min, sec)`` with N/S/E/W refs, and
+    the altitude with its above/below-sea-level ref.
+    """
+    gps: dict[int, Any] = {1: "N" if lat >= 0 else "S", 2: dms_from_degrees(lat), 3: "E" if lon >= 0 else "W",
+                           4: dms_from_degrees(lon)}
+    if alt is not None:
+        gps.update({5: b"\x01" if alt < 0 else b"\x00", 6: abs(alt)})
+    return gps
+
+
 def _valid_position(lat: float | None, lon: float | None) -> bool:
     # DJI writes 0,0 without a GPS fix; nothing is inspected at Null Island.
     return (lat is not None and lon is not None and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0

@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed process never leaves half an artifact behind."""
+"""Atomic file writes (a killed process never leaves half an artifact behind), and the check
+that an output folder can be written before any work starts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 hex digest of a file's bytes, read in chunks (artifacts can be hundreds of MB)."""
@@ -17,6 +20,41 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+def check_writable_folder(folder: str | Path, what: str, min_free_bytes: int = 0) -> Path:
+    """Create an output folder when missing and make sure it can be written, before any work starts.
+
+    Args:
+        folder: The folder outputs go to (``""`` or ``"."``: the working directory).
+        what: How the user named the output, for messages (``--out report``, ``--log run.jsonl``).
+        min_free_bytes: Free space its disk must have (0: not checked).
+
+    Returns:
+        The folder.
+
+    Raises:
+        ConfigError: It is a file, cannot be created, is not writable, or its disk is full.
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what}: {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot create folder {folder} ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{what}: folder {folder} is not writable")
+    if min_free_bytes:
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return folder
+        free = st.f_bavail * st.f_frsize
+        if free < min_free_bytes:
+            raise ConfigError(f"{what}: the disk holding it is full ({free >> 10} KiB free, {min_free_bytes >> 20} MiB "
+                              "needed to start)", "free some space, or write this output to another disk")
+    return folder
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

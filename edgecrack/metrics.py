@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .loop.postprocess import predict_labels
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """``cm[i, j]`` = samples of true class i predicted as j."""
@@ -118,15 +120,6 @@ def choose_threshold(y_true_bin: np.ndarray, score: np.ndarray, mode: str = "f1"
     # prefer the threshold closest to 0.5 among ties (less overfit to the val set)
     best_t = cands[ok[np.argmin(np.abs(cands[ok] - 0.5))]]
     return float(best_t)
-
-
-def predict_labels(probs: np.ndarray, positive_index: int | None, threshold: float | None) -> np.ndarray:
-    """Class indices: thresholded positive probability for binary models, argmax otherwise."""
-    probs = np.asarray(probs)
-    if positive_index is None or threshold is None or probs.shape[1] != 2:
-        return probs.argmax(1)
-    neg = 1 - positive_index
-    return np.where(probs[:, positive_index] >= threshold, positive_index, neg)
 
 
 def classification_report(y_true: np.ndarray, probs: np.ndarray, labels: list[str],

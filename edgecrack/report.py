@@ -35,7 +35,7 @@ from urllib.request import pathname2url
 import numpy as np
 
 from .errors import ConfigError, EdgecrackError
-from .io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_folder
 
 FINDINGS_COLUMNS = ("file", "name", "source", "frame", "time", "lat", "lon", "alt", "rel_alt", "p", "cracked_tiles",
                     "tiles", "label", "model")
@@ -449,7 +449,8 @@ class Card:
 
 
 def _overlaid(img: np.ndarray, f: FrameRow) -> tuple[np.ndarray, str | None]:
-    from .tiling import overlay, tile_grid
+    from .loop.render import overlay
+    from .loop.tiling import tile_grid
 
     h, w = img.shape[:2]
     run = f.run
@@ -600,15 +601,7 @@ def report_from_logs(cfg: ReportConfig) -> ReportSummary:
     cfg.validate()
     logs = [Path(p) for p in cfg.logs] + logs_from_run_dirs(cfg.run_dirs)
     findings = findings_from_logs(logs)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot create it ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"--out {out}: folder is not writable")
+    out = check_writable_folder(cfg.out, f"--out {cfg.out}")
     title = cfg.title or default_title(findings)
     outputs = {"html": str(out / "index.html"), "geojson": str(out / "findings.geojson"),
                "csv": str(out / "findings.csv")}

@@ -1,4 +1,5 @@
-"""Shared fixtures: real bundled images and one tiny real model trained once per session."""
+"""Shared fixtures: real bundled images, the committed tiny ONNX model (no torch needed), and one tiny
+real model trained once per session (needs torch)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from edgecrack.data import DEFAULT_DATASET
+
+#: The committed tiny classifier (tests/assets/make_tiny_model.py): model.onnx, its sidecar, golden.npz.
+TINY_MODEL = Path(__file__).resolve().parent / "assets" / "tiny"
 
 # Tests never touch the user's cache.
 os.environ.setdefault("EDGECRACK_CACHE", str(Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / "edgecrack-test-cache"))
@@ -100,3 +104,33 @@ def trained_run(tmp_path_factory, small_deck) -> Path:
 @pytest.fixture(scope="session")
 def trained_onnx(trained_run) -> Path:
     return trained_run / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder holding the committed tiny ONNX classifier: uint8 NHWC 64x64 input, embedded
+    manifest (labels CD/UD, positive CD), softmax output. No torch needed; a weak model (about 0.7
+    accuracy on the deck sample), so tests that need a trained model's accuracy use ``trained_run``.
+
+    A fresh copy per session: tests may write engines or copies next to it.
+    """
+    out = tmp_path_factory.mktemp("tiny_run") / "tiny"
+    out.mkdir()
+    for name in ("model.onnx", "model.onnx.json"):
+        shutil.copy(TINY_MODEL / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run) -> Path:
+    return tiny_run / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def tiny_golden() -> dict:
+    """The tiny model's golden tensors: ``names`` (deck images), ``images`` (their uint8 model input),
+    ``probs`` (onnxruntime's output when they were made)."""
+    import numpy as np
+
+    with np.load(TINY_MODEL / "golden.npz") as z:
+        return {k: z[k] for k in z.files}

@@ -4,7 +4,6 @@ aligned to the frames of a real video, and both carried into the ``edgecrack run
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime
 from pathlib import Path
 
@@ -14,8 +13,9 @@ from typer.testing import CliRunner
 
 from edgecrack.cli import app
 from edgecrack.errors import SourceError
-from edgecrack.geo import geotag_from_image, telemetry_for_video, telemetry_from_srt
-from edgecrack.sources import SourceOptions, open_source
+from edgecrack.geo import exif_gps_ifd, geotag_from_image, telemetry_for_video, telemetry_from_srt
+from edgecrack.loop.config import SourceOptions
+from edgecrack.loop.sources import open_source
 
 from streaming.helpers import write_video
 
@@ -29,22 +29,12 @@ DJI_XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w
            'drone-dji:FlightYawDegree="{yaw:+.2f}" drone-dji:FlightPitchDegree="-2.10"/></rdf:RDF></x:xmpmeta>')
 
 
-def _dms(deg: float) -> tuple[float, float, float]:
-    deg = abs(deg)
-    d = math.floor(deg)
-    m = math.floor((deg - d) * 60)
-    return float(d), float(m), (deg - d - m / 60) * 3600
-
-
 def write_geotagged(src: Path, dst: Path, lat: float, lon: float, alt: float | None = None,
                     when: datetime | None = None, offset: str | None = None, yaw: float | None = None) -> Path:
     """A copy of a real image with EXIF GPS (degrees/minutes/seconds rationals, N/S/E/W refs), altitude,
     DateTimeOriginal (+ OffsetTimeOriginal) and, with ``yaw``, a DJI XMP packet, all written by Pillow."""
     exif = Image.Exif()
-    gps = {1: "N" if lat >= 0 else "S", 2: _dms(lat), 3: "E" if lon >= 0 else "W", 4: _dms(lon)}
-    if alt is not None:
-        gps.update({5: b"\x01" if alt < 0 else b"\x00", 6: abs(alt)})
-    exif[0x8825] = gps
+    exif[0x8825] = exif_gps_ifd(lat, lon, alt)
     if when is not None:
         exif[0x8769] = {0x9003: when.strftime("%Y:%m:%d %H:%M:%S"), **({0x9011: offset} if offset else {})}
     kw = {"xmp": DJI_XMP.format(alt=alt or 0.0, yaw=yaw).encode()} if yaw is not None else {}
@@ -172,10 +162,10 @@ def test_video_frames_take_the_position_of_their_cue(flight_video):
             assert f.geo is None  # after the telemetry ends
 
 
-def test_run_log_records_carry_gps_and_capture_time(trained_run, flight_video, tmp_path):
+def test_run_log_records_carry_gps_and_capture_time(tiny_run, flight_video, tmp_path):
     video, cues = flight_video
     log = tmp_path / "v.jsonl"
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(video), "--log", str(log), "--quiet"])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(video), "--log", str(log), "--quiet"])
     assert r.exit_code == 0, r.output
     frames = [json.loads(x) for x in log.read_text().splitlines() if '"type":"frame"' in x]
     assert len(frames) == 12
@@ -189,7 +179,7 @@ def test_run_log_records_carry_gps_and_capture_time(trained_run, flight_video, t
             assert isinstance(rec["cracked"], bool) and 0.0 <= rec["score"] <= 1.0
 
 
-def test_explicit_telemetry_and_its_errors(trained_run, flight_video, deck_dir, tmp_path):
+def test_explicit_telemetry_and_its_errors(tiny_run, flight_video, deck_dir, tmp_path):
     video, cues = flight_video
     other = tmp_path / "elsewhere.srt"
     other.write_text(dji_srt([(10.0, 20.0)] * 12, datetime(2024, 1, 1)), encoding="utf-8")
@@ -201,6 +191,6 @@ def test_explicit_telemetry_and_its_errors(trained_run, flight_video, deck_dir, 
         telemetry_for_video(video, plain)
     with pytest.raises(SourceError, match="telemetry file not found"):
         open_source(str(video), SourceOptions(telemetry=str(tmp_path / "nope.SRT"))).start()
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(deck_dir / "CD"),
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(deck_dir / "CD"),
                             "--telemetry", str(other)])
     assert r.exit_code == 1 and "telemetry files go with a video file source" in r.output

@@ -10,8 +10,10 @@ import textwrap
 
 MODULES = [
     "edgecrack.runtime", "edgecrack.runtime.onnxruntime_backend", "edgecrack.runtime.tensorrt_backend",
-    "edgecrack.runtime.torch_backend", "edgecrack.sources", "edgecrack.live", "edgecrack.gstreamer", "edgecrack.pipeline",
-    "edgecrack.workers", "edgecrack.sinks", "edgecrack.redact",
+    "edgecrack.runtime.torch_backend", "edgecrack.loop.config", "edgecrack.loop.types", "edgecrack.loop.tiling",
+    "edgecrack.loop.postprocess", "edgecrack.loop.render", "edgecrack.loop.sources", "edgecrack.loop.sources.live",
+    "edgecrack.loop.sources.gstreamer", "edgecrack.loop.inspector", "edgecrack.loop.workers", "edgecrack.loop.runner",
+    "edgecrack.loop.sinks", "edgecrack.redact",
     "edgecrack.preprocess", "edgecrack.metrics", "edgecrack.bench", "edgecrack.calibration", "edgecrack.doctor",
     "edgecrack.evaluate", "edgecrack.export.tensorrt", "edgecrack.export.quantize", "edgecrack.manifest",
 ]

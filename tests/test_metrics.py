@@ -11,7 +11,6 @@ from edgecrack.metrics import (
     confusion_matrix,
     per_class,
     pr_curve,
-    predict_labels,
     roc_auc,
     roc_curve,
 )
@@ -123,16 +122,6 @@ def test_threshold_ties_prefer_the_one_closest_to_half():
 def test_threshold_without_both_classes_is_half():
     assert choose_threshold(np.array([1, 1]), np.array([0.1, 0.9])) == 0.5
     assert choose_threshold(np.array([0, 0]), np.array([0.1, 0.9])) == 0.5
-
-
-def test_predict_labels_threshold_on_positive_class():
-    probs = np.array([[0.30, 0.70], [0.20, 0.80], [0.55, 0.45]])
-    np.testing.assert_array_equal(predict_labels(probs, 0, 0.25), [0, 1, 0])
-    np.testing.assert_array_equal(predict_labels(probs, 0, 0.6), [1, 1, 1])
-    np.testing.assert_array_equal(predict_labels(probs, 1, 0.75), [0, 1, 0])
-    np.testing.assert_array_equal(predict_labels(probs, None, None), [1, 1, 0])
-    three = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
-    np.testing.assert_array_equal(predict_labels(three, 0, 0.1), [1, 0])  # argmax beyond binary
 
 
 def test_classification_report_by_hand():

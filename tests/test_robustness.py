@@ -20,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecrack.cli import app
-from edgecrack.pipeline import RunConfig, run
+from edgecrack.loop.config import RunConfig, SourceOptions
+from edgecrack.loop.runner import run
 from edgecrack.redact import redact
-from edgecrack.sources import SourceOptions
 
 from streaming.helpers import MjpegServer, free_port
 
@@ -96,21 +96,21 @@ def camera_images(holdout_deck) -> list[Path]:
     return sorted((holdout_deck / "CD").glob("*.jpg"))[:4] + sorted((holdout_deck / "UD").glob("*.jpg"))[:4]
 
 
-def test_stream_credentials_stay_out_of_log_console_and_events(trained_run, camera_images, tmp_path):
+def test_stream_credentials_stay_out_of_log_console_and_events(tiny_run, camera_images, tmp_path):
     """A real camera stream opened with a password ('@' in it) and a token: the loop connects,
     and neither the JSONL log nor the console ever shows them."""
     import io
 
     from rich.console import Console
 
-    from edgecrack.sinks import ConsoleSink
+    from edgecrack.loop.sinks import ConsoleSink
 
     log = tmp_path / "run.jsonl"
     out, err = io.StringIO(), io.StringIO()
     with MjpegServer(camera_images, fps=25) as cam:
         url = cam.url_with("viewer:s3cr@tW0rd", "channel=1&password=hunter22")
         # --url only matters for --backend triton, but it is recorded in the start record too.
-        s = run(cfg(url, trained_run, logs=[str(log)], max_frames=3, url="http://ops:tritonPw@127.0.0.1:1"),
+        s = run(cfg(url, tiny_run, logs=[str(log)], max_frames=3, url="http://ops:tritonPw@127.0.0.1:1"),
                 sinks=[ConsoleSink(Console(file=out, width=200), Console(file=err, width=200))])
     assert s.frames == 3
     text = log.read_text() + out.getvalue() + err.getvalue() + json.dumps(s.source)
@@ -122,20 +122,20 @@ def test_stream_credentials_stay_out_of_log_console_and_events(trained_run, came
     assert "connected to " + shown in err.getvalue()
 
 
-def test_stream_password_with_slash_stays_out_of_errors(trained_run):
+def test_stream_password_with_slash_stays_out_of_errors(tiny_run):
     port = free_port()  # nothing listens: the connection is refused
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", f"rtsp://admin:pa/ss@127.0.0.1:{port}/x"])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", f"rtsp://admin:pa/ss@127.0.0.1:{port}/x"])
     assert r.exit_code == 1, r.output
     assert f"cannot open stream rtsp://***@127.0.0.1:{port}/x" in r.output
     assert "pa/ss" not in r.output and "admin" not in r.output and "Traceback" not in r.output
 
 
-def test_start_script_keeps_the_password_out_of_journal_and_process_list(trained_run, tmp_path):
+def test_start_script_keeps_the_password_out_of_journal_and_process_list(tiny_run, tmp_path):
     """deploy/jetson/edgecrack-start.sh as systemd runs it: its journal lines and the command
     line of `edgecrack run` (world-readable in /proc) never hold the stream password."""
     port = free_port()
     secret_src = f"rtsp://admin:Sup3r/S@cret@127.0.0.1:{port}/live?token=T0K3N"
-    env = dict(os.environ, EDGECRACK_MODEL=str(trained_run), EDGECRACK_SOURCE=secret_src, EDGECRACK_ENGINE="off",
+    env = dict(os.environ, EDGECRACK_MODEL=str(tiny_run), EDGECRACK_SOURCE=secret_src, EDGECRACK_ENGINE="off",
                EDGECRACK_STATE_DIR=str(tmp_path / "state"), EDGECRACK_PYTHON=sys.executable,
                EDGECRACK_BIN=edgecrack_cmd()[0], EDGECRACK_RUN_ARGS="--wait 30 --threads 1", PYTHONUNBUFFERED="1")
     p = subprocess.Popen(["bash", str(JETSON / "edgecrack-start.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -166,9 +166,9 @@ def test_env_file_is_installed_0640():
 
 
 # -- 3. SIGTERM while a stream is connecting ---------------------------------------------
-def _run_until_connecting(trained_run, source: str, tmp_path, *extra: str):
+def _run_until_connecting(tiny_run, source: str, tmp_path, *extra: str):
     log = tmp_path / "run.jsonl"
-    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", source, "--wait", "20",
+    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", source, "--wait", "20",
                           "--threads", "1", "--log", str(log), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
     err = Lines(p.stderr)
@@ -190,9 +190,9 @@ def _stop_and_time(p: subprocess.Popen) -> float:
     return time.monotonic() - t0
 
 
-def test_sigterm_while_connecting_to_a_refusing_stream_stops_at_once(trained_run, tmp_path):
+def test_sigterm_while_connecting_to_a_refusing_stream_stops_at_once(tiny_run, tmp_path):
     port = free_port()  # connection refused, retried with backoff for up to --wait 20 s
-    p, err, log = _run_until_connecting(trained_run, f"rtsp://127.0.0.1:{port}/x", tmp_path)
+    p, err, log = _run_until_connecting(tiny_run, f"rtsp://127.0.0.1:{port}/x", tmp_path)
     took = _stop_and_time(p)
     text = err.finish()
     assert took < 2.0 and p.returncode == 0, (took, p.returncode, text[-2000:])
@@ -203,7 +203,7 @@ def test_sigterm_while_connecting_to_a_refusing_stream_stops_at_once(trained_run
     assert recs[-1]["stop_reason"] == "stopped by SIGTERM"
 
 
-def test_sigterm_while_an_open_hangs_stops_at_once(trained_run, tmp_path):
+def test_sigterm_while_an_open_hangs_stops_at_once(tiny_run, tmp_path):
     """A server that completes the TCP handshake and never answers: FFmpeg's open blocks for its
     whole timeout (the watchdog's, 10 s here) inside C code; the stop must not wait for it."""
     import socket
@@ -212,7 +212,7 @@ def test_sigterm_while_an_open_hangs_stops_at_once(trained_run, tmp_path):
         srv.bind(("127.0.0.1", 0))
         srv.listen(8)  # never accept()ed: the kernel finishes handshakes, nobody ever replies
         port = srv.getsockname()[1]
-        p, err, log = _run_until_connecting(trained_run, f"rtsp://127.0.0.1:{port}/x", tmp_path, "--watchdog", "10")
+        p, err, log = _run_until_connecting(tiny_run, f"rtsp://127.0.0.1:{port}/x", tmp_path, "--watchdog", "10")
         took = _stop_and_time(p)
     text = err.finish()
     assert took < 2.0 and p.returncode == 0, (took, p.returncode, text[-2000:])
@@ -220,7 +220,7 @@ def test_sigterm_while_an_open_hangs_stops_at_once(trained_run, tmp_path):
 
 
 def test_unit_stop_timeout_exceeds_the_longest_stop_path():
-    from edgecrack.pipeline import STOP_TIMEOUT_S
+    from edgecrack.loop.runner import STOP_TIMEOUT_S
 
     unit = (JETSON / "edgecrack.service").read_text()
     stop = float(re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M).group(1))
@@ -246,9 +246,9 @@ def bracket_files(tmp_path, holdout_deck):
     return root
 
 
-def test_predict_prints_markup_like_names_literally(trained_run, bracket_files):
+def test_predict_prints_markup_like_names_literally(tiny_run, bracket_files):
     odd = bracket_files / "x[" / "y]z.jpg"
-    r = runner.invoke(app, ["predict", str(trained_run), str(bracket_files / "[bold]a.jpg"), str(odd),
+    r = runner.invoke(app, ["predict", str(tiny_run), str(bracket_files / "[bold]a.jpg"), str(odd),
                             str(bracket_files / "x[" / "[red]broken.jpg"), str(bracket_files / "x[/gone].jpg")])
     assert r.exit_code == 0, r.output
     assert "MarkupError" not in r.output and "Traceback" not in r.output
@@ -258,16 +258,16 @@ def test_predict_prints_markup_like_names_literally(trained_run, bracket_files):
     assert f"skipped {bracket_files / 'x[/gone].jpg'}: file not found" in r.output
 
 
-def test_run_prints_markup_like_names_literally(trained_run, bracket_files):
+def test_run_prints_markup_like_names_literally(tiny_run, bracket_files):
     odd = bracket_files / "x[" / "y]z.jpg"
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(odd)])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(odd)])
     assert r.exit_code == 0, r.output
     assert f"run {odd} (images)" in r.output and re.search(r"^Image: .*y\]z\.jpg \| Predicted", r.output, re.M)
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(bracket_files)])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(bracket_files)])
     assert r.exit_code == 0, r.output
     assert "[bold]a.jpg | Predicted" in r.output
     assert "skipped: " in r.output and "[red]broken.jpg" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(bracket_files / "x[/none]" / "*.jpg")])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(bracket_files / "x[/none]" / "*.jpg")])
     assert r.exit_code == 1 and f"no images match {bracket_files / 'x[/none]' / '*.jpg'}" in r.output
 
 
@@ -282,7 +282,7 @@ def _hanging_opener(url: str):
     when the device or driver hangs (those have no timeout at all)."""
     import cv2
 
-    from edgecrack.live import _cv_open
+    from edgecrack.loop.sources.opencv import _cv_open
 
     props = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 3_600_000]
     return lambda: _cv_open(url, cv2.CAP_FFMPEG, props, "hanging camera", None)
@@ -297,7 +297,7 @@ def _wait_threads_below(n: int, timeout: float) -> int:
 
 def test_captures_stuck_in_read_are_bounded_then_the_source_fails(camera_images):
     from edgecrack.errors import SourceError
-    from edgecrack.sources import LiveSource
+    from edgecrack.loop.sources import LiveSource
 
     cam = MjpegServer(camera_images, fps=25, stall_after=4).start()  # every connection: 4 frames, then silence
     try:
@@ -333,18 +333,18 @@ def test_captures_stuck_in_read_are_bounded_then_the_source_fails(camera_images)
     assert _wait_threads_below(base, 10) <= base
 
 
-def test_stuck_captures_make_run_exit_nonzero_with_a_complete_log(trained_run, camera_images, tmp_path, monkeypatch):
+def test_stuck_captures_make_run_exit_nonzero_with_a_complete_log(tiny_run, camera_images, tmp_path, monkeypatch):
     """systemd restarts a service that exits non-zero (Restart=on-failure): the process that holds
     stuck captures ends, with its log closed by a summary."""
-    import edgecrack.pipeline as pipeline
-    from edgecrack.sources import LiveSource
+    import edgecrack.loop.runner as runner_module
+    from edgecrack.loop.sources import LiveSource
 
     cam = MjpegServer(camera_images, fps=25, stall_after=4).start()
-    monkeypatch.setattr(pipeline, "open_source",
+    monkeypatch.setattr(runner_module, "open_source",
                         lambda spec, opts: LiveSource("hanging camera", _hanging_opener(cam.url), opts, kind="camera"))
     log = tmp_path / "run.jsonl"
     try:
-        r = runner.invoke(app, ["run", "--model", str(trained_run), "--camera", "0", "--watchdog", "0.4",
+        r = runner.invoke(app, ["run", "--model", str(tiny_run), "--camera", "0", "--watchdog", "0.4",
                                 "--max-abandoned", "1", "--log", str(log), "--threads", "1"])
     finally:
         cam.kill()
@@ -360,11 +360,11 @@ def test_stuck_captures_make_run_exit_nonzero_with_a_complete_log(trained_run, c
 TORN = '{"type":"frame","time":1712.5,"index":41,"na'
 
 
-def test_appending_after_a_torn_line_starts_on_a_fresh_line(trained_run, holdout_deck, tmp_path):
+def test_appending_after_a_torn_line_starts_on_a_fresh_line(tiny_run, holdout_deck, tmp_path):
     jl, table = tmp_path / "run.jsonl", tmp_path / "run.csv"
     jl.write_text('{"type":"start"}\n' + TORN)  # the previous flight was killed mid-write
     table.write_text("time,utc,index\n1712.5,2024-04-0")
-    run(cfg(holdout_deck / "CD", trained_run, logs=[str(jl), str(table)], max_frames=2))
+    run(cfg(holdout_deck / "CD", tiny_run, logs=[str(jl), str(table)], max_frames=2))
     lines = jl.read_text().splitlines()
     assert lines[1] == TORN
     recs = [json.loads(x) for x in lines[2:]]  # the new run is whole JSON, line by line
@@ -412,7 +412,7 @@ def test_unusable_log_is_refused_before_the_source_and_model_open(tmp_path):
     assert f"--log {tmp_path / 'logs.jsonl'} is a folder" in out
     (tmp_path / "file").write_text("")
     out = _refused([*nothing, "--log", str(tmp_path / "file" / "run.csv")])
-    assert "cannot create folder" in out
+    assert f"{tmp_path / 'file'} exists and is not a folder" in out
     ro, full = tmp_path / "ro", tmp_path / "full"
     if not _mount_tmpfs(ro, "1m", "ro"):
         pytest.skip("mounting a tmpfs needs root (the folder and path checks above ran)")
@@ -431,11 +431,11 @@ def test_unusable_log_is_refused_before_the_source_and_model_open(tmp_path):
         _umount(full)
 
 
-def test_log_on_a_full_device_is_an_event_not_a_traceback(trained_run, holdout_deck, tmp_path):
+def test_log_on_a_full_device_is_an_event_not_a_traceback(tiny_run, holdout_deck, tmp_path):
     """/dev/full accepts the open and fails every write with ENOSPC, like a disk that fills up."""
     full = tmp_path / "run.jsonl"
     full.symlink_to("/dev/full")
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(holdout_deck / "CD"), "--max-frames", "3",
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(holdout_deck / "CD"), "--max-frames", "3",
                             "--log", str(full), "--log", str(tmp_path / "ok.jsonl")])
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
     assert f"error: --log {full}: cannot write (No space left on device); the inspection goes on" in r.output
@@ -445,13 +445,13 @@ def test_log_on_a_full_device_is_an_event_not_a_traceback(trained_run, holdout_d
 
 
 @pytest.mark.slow
-def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(trained_run, holdout_deck, tmp_path):
+def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(tiny_run, holdout_deck, tmp_path):
     import io
     import threading
 
     from rich.console import Console
 
-    from edgecrack.sinks import ConsoleSink
+    from edgecrack.loop.sinks import ConsoleSink
     from streaming.helpers import write_video
 
     disk = tmp_path / "disk"
@@ -478,7 +478,7 @@ def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(trained_run, hold
     th = threading.Thread(target=chaos, daemon=True)
     th.start()
     try:
-        s = run(cfg(video, trained_run, logs=[str(log)]), sinks=[ConsoleSink(Console(file=io.StringIO()),
+        s = run(cfg(video, tiny_run, logs=[str(log)]), sinks=[ConsoleSink(Console(file=io.StringIO()),
                                                                              Console(file=err, width=300))])
         th.join(timeout=30)
         text = log.read_text()
@@ -497,7 +497,8 @@ def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(trained_run, hold
     assert len(frames) == 160 - lost and frames == sorted(frames)
 
 
-def test_logs_are_fsynced_every_few_seconds_and_at_the_end(trained_run, tmp_path, holdout_deck):
+@pytest.mark.slow
+def test_logs_are_fsynced_every_few_seconds_and_at_the_end(tiny_run, tmp_path, holdout_deck):
     import shutil
 
     from streaming.helpers import write_video
@@ -507,8 +508,9 @@ def test_logs_are_fsynced_every_few_seconds_and_at_the_end(trained_run, tmp_path
     video = write_video(tmp_path / "v.avi", sorted(holdout_deck.glob("*/*.jpg")), fps=25.0, repeat=25)  # 1000 frames
     log, trace = tmp_path / "run.jsonl", tmp_path / "trace.txt"
     p = subprocess.Popen(["strace", "-f", "-e", "trace=openat,fsync,fdatasync", "-o", str(trace), *edgecrack_cmd(), "run",
-                          "--model", str(trained_run), "--source", str(video), "--log", str(log), "--threads", "1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          "--model", str(tiny_run), "--source", str(video), "--log", str(log), "--threads", "1",
+                          # 64 tiles a frame: the tiny model must still be busy when the signal comes
+                          "--tile", "32"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     while not (log.exists() and log.read_text().count('"type":"frame"') >= 3) and time.monotonic() - t0 < 120:
         if p.poll() is not None:
@@ -557,9 +559,9 @@ def _kill_when(p: subprocess.Popen, ready, timeout: float = 120) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".avi", ".mkv", ".ts"])
-def test_cut_safe_video_plays_after_sigkill(suffix, trained_run, long_clip, tmp_path):
+def test_cut_safe_video_plays_after_sigkill(suffix, tiny_run, long_clip, tmp_path):
     out = tmp_path / "video" / f"annotated{suffix}"
-    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(long_clip),
+    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", str(long_clip),
                           "--save-video", str(out), "--threads", "1", "--tile", "0"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -572,9 +574,9 @@ def test_cut_safe_video_plays_after_sigkill(suffix, trained_run, long_clip, tmp_
     assert _decoded_frames(left) > 10
 
 
-def test_mp4_is_written_in_segments_that_survive_sigkill(trained_run, long_clip, tmp_path):
+def test_mp4_is_written_in_segments_that_survive_sigkill(tiny_run, long_clip, tmp_path):
     out = tmp_path / "video" / "annotated.mp4"
-    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(long_clip),
+    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", str(long_clip),
                           "--save-video", str(out), "--video-segment", "1", "--threads", "1", "--tile", "0"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _kill_when(p, lambda: len(list(out.parent.glob("annotated.*-00[0-9].mp4"))) >= 2)
@@ -583,16 +585,16 @@ def test_mp4_is_written_in_segments_that_survive_sigkill(trained_run, long_clip,
     assert [_decoded_frames(f) for f in done[:2]] == [25, 25]  # 1 s at the source's 25 fps each
 
 
-def test_segmented_run_that_ends_cleanly(trained_run, holdout_deck, tmp_path):
+def test_segmented_run_that_ends_cleanly(tiny_run, holdout_deck, tmp_path):
     from streaming.helpers import write_video
 
     clip = write_video(tmp_path / "c.avi", sorted(holdout_deck.glob("*/*.jpg"))[:30], fps=10.0)  # 3 s
     out = tmp_path / "video" / "annotated.mp4"
-    s = run(cfg(clip, trained_run, save_video=str(out), save_video_segment_s=1.0, tile=0))
+    s = run(cfg(clip, tiny_run, save_video=str(out), save_video_segment_s=1.0, tile=0))
     parts = sorted(out.parent.iterdir())
     assert s.outputs["video"] == [str(p) for p in parts] and s.outputs["video_frames"] == 30
     assert [_decoded_frames(p) for p in parts] == [10, 10, 10] and not out.exists()
-    s = run(cfg(clip, trained_run, save_video=str(tmp_path / "one.mp4"), tile=0, max_frames=7))
+    s = run(cfg(clip, tiny_run, save_video=str(tmp_path / "one.mp4"), tile=0, max_frames=7))
     assert s.outputs["video"] == str(tmp_path / "one.mp4") and _decoded_frames(tmp_path / "one.mp4") == 7
 
 
@@ -639,24 +641,25 @@ def huge_jpeg(tmp_path_factory) -> Path:
     return path
 
 
-def test_huge_jpeg_is_predicted_within_1gb(trained_run, huge_jpeg):
-    code, out, peak = _peak_rss([*edgecrack_cmd(), "predict", str(trained_run), str(huge_jpeg)])
+def test_huge_jpeg_is_predicted_within_1gb(tiny_run, huge_jpeg):
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "predict", str(tiny_run), str(huge_jpeg)])
     assert code == 0 and re.search(r"^Image: huge\.jpg \| Predicted: (CD|UD) \(p=\d\.\d\d\)$", out, re.M), out
     assert peak < 1024, f"predict peaked at {peak:.0f} MB"
 
 
-def test_huge_jpeg_in_run_reduced_whole_or_refused_tiled_within_1gb(trained_run, huge_jpeg):
-    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(huge_jpeg),
+def test_huge_jpeg_in_run_reduced_whole_or_refused_tiled_within_1gb(tiny_run, huge_jpeg):
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", str(huge_jpeg),
                                  "--tile", "0", "--threads", "1"])
     assert code == 0 and "Image: " in out and "summary 1 frames" in out and peak < 1024, (peak, out[-1500:])
-    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(huge_jpeg),
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", str(huge_jpeg),
                                  "--threads", "1"])
     assert code == 0 and peak < 1024, (peak, out[-1500:])
     assert (f"skipped: {huge_jpeg}: 20000x20000 is 400 megapixels, over the limit of 100 (--max-pixels)" in out
             and "summary 0 frames" in out)
 
 
-def test_16_bit_image_converts_without_float64(trained_run, tmp_path):
+@pytest.mark.slow
+def test_16_bit_image_converts_without_float64(tiny_run, tmp_path):
     import cv2
     import numpy as np
 
@@ -670,43 +673,43 @@ def test_16_bit_image_converts_without_float64(trained_run, tmp_path):
     path = tmp_path / "deep16.png"
     cv2.imwrite(str(path), deep, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     del deep
-    code, out, peak = _peak_rss([*edgecrack_cmd(), "predict", str(trained_run), str(path)])
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "predict", str(tiny_run), str(path)])
     assert code == 0 and "Image: deep16.png | Predicted: " in out, out
     # 144 MB decoded; the float64 detour alone took 2 x 576 MB (1.4 GB peak measured before).
     assert peak < 700, f"predict of a 24-megapixel 16-bit PNG peaked at {peak:.0f} MB"
 
 
-def test_dense_tiling_is_refused_instead_of_allocating_gigabytes(trained_run, holdout_deck, tmp_path):
+def test_dense_tiling_is_refused_instead_of_allocating_gigabytes(tiny_run, holdout_deck, tmp_path):
     import cv2
 
     frame = tmp_path / "frame.png"
     cv2.imwrite(str(frame), cv2.resize(cv2.imread(str(sorted((holdout_deck / "CD").glob("*.jpg"))[0])), (512, 512)))
-    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(frame),
+    code, out, peak = _peak_rss([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", str(frame),
                                  "--stride", "1", "--threads", "1"], max_address_space=4 << 30)
     assert code == 1 and "Traceback" not in out, out[-2000:]
     assert "a 512x512 frame makes 66049 tiles of 256 px (stride 1), over --max-tiles 4096" in out
     assert peak < 1024
 
 
-def test_tiles_beyond_the_eager_budget_are_preprocessed_batch_by_batch(trained_run, deck_dir, monkeypatch):
+def test_tiles_beyond_the_eager_budget_are_preprocessed_batch_by_batch(tiny_run, deck_dir, monkeypatch):
     """A grid too big to preprocess ahead is preprocessed during inference, batch by batch, and
     gives the same crack map as the eager path."""
     import numpy as np
 
-    import edgecrack.pipeline as pipeline
+    import edgecrack.loop.inspector as inspector
+    from edgecrack.loop.types import Frame
     from edgecrack.runtime import open_backend
-    from edgecrack.sources import Frame
     from streaming.helpers import mosaic
 
     big = mosaic(sorted((deck_dir / "CD").glob("*.jpg"))[:6], 2, 3)
     frame = Frame(big, 0, "mosaic", time.time(), 0)
-    with open_backend(trained_run, "onnxruntime-cpu").backend as backend:
-        eager = pipeline.Inspector(backend, tile=128, batch=4)  # 4x6 = 24 tiles
+    with open_backend(tiny_run, "onnxruntime-cpu").backend as backend:
+        eager = inspector.Inspector(backend, tile=128, batch=4)  # 4x6 = 24 tiles
         p = eager.prepare(frame)
         assert p.batch is not None and p.batch.shape[0] == 24
         want = eager.infer([p])[0].crack_map
-        monkeypatch.setattr(pipeline, "EAGER_PREPARE_BYTES", 1)
-        lazy = pipeline.Inspector(backend, tile=128, batch=4)
+        monkeypatch.setattr(inspector, "EAGER_PREPARE_BYTES", 1)
+        lazy = inspector.Inspector(backend, tile=128, batch=4)
         p = lazy.prepare(frame)
         assert p.batch is None and p.nbytes == big.nbytes
         sizes = []
@@ -721,7 +724,7 @@ def test_read_ahead_is_bounded_in_bytes(tmp_path):
     import cv2
     import numpy as np
 
-    from edgecrack.sources import ImageFilesSource
+    from edgecrack.loop.sources import ImageFilesSource
 
     paths = []
     for i in range(6):  # 6 real JPEGs of 18 MB each decoded

@@ -1,4 +1,5 @@
-"""open_backend fallback decisions on real ONNX models, and clear errors for broken artifacts.
+"""open_backend fallback decisions on real ONNX models, clear errors for broken artifacts, and the
+committed tiny model's golden tensors. Torch-free: the model is tests/assets/tiny (conftest ``tiny_onnx``).
 
 No TensorRT on this machine: an engine next to the model is a stand-in plan file with a real
 sidecar manifest. Only the selection logic reads it (size, sha256, sidecar, machine match); the
@@ -17,19 +18,20 @@ import pytest
 
 from edgecrack.errors import ArtifactError, BackendUnavailable, ConfigError
 from edgecrack.manifest import read_manifest, sidecar_path, write_manifest
-from edgecrack.preprocess import preprocess_files
+from edgecrack.preprocess import InputContract, preprocess_files
 from edgecrack.runtime import engines_for_onnx, open_backend
 from edgecrack.runtime.tensorrt_backend import engine_matches_machine, tensorrt_version
 
-pytestmark = pytest.mark.skipif(tensorrt_version() is not None, reason="these decisions assume TensorRT is absent")
+#: Only the fallback decisions assume TensorRT is absent; everything else here runs on a GPU machine too.
+no_tensorrt = pytest.mark.skipif(tensorrt_version() is not None, reason="this decision assumes TensorRT is absent")
 
 
 @pytest.fixture()
-def run_copy(tmp_path, trained_onnx) -> Path:
+def run_copy(tmp_path, tiny_onnx) -> Path:
     d = tmp_path / "run"
     d.mkdir()
-    shutil.copy(trained_onnx, d / "model.onnx")
-    shutil.copy(sidecar_path(trained_onnx), sidecar_path(d / "model.onnx"))
+    shutil.copy(tiny_onnx, d / "model.onnx")
+    shutil.copy(sidecar_path(tiny_onnx), sidecar_path(d / "model.onnx"))
     return d
 
 
@@ -47,6 +49,7 @@ def _stand_in_engine(run: Path, precision: str = "fp16", onnx_sha: str | None = 
     return eng
 
 
+@no_tensorrt
 def test_onnx_only_auto_walks_to_cpu_and_records_why(run_copy, holdout_deck):
     sel = open_backend(run_copy)
     assert sel.backend.name == "onnxruntime-cpu"
@@ -59,6 +62,7 @@ def test_onnx_only_auto_walks_to_cpu_and_records_why(run_copy, holdout_deck):
     assert p.shape == (3, 2) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
+@no_tensorrt
 def test_engine_next_to_onnx_without_tensorrt_falls_back_with_reason(run_copy):
     _stand_in_engine(run_copy)
     sel = open_backend(run_copy / "model.onnx")
@@ -67,6 +71,7 @@ def test_engine_next_to_onnx_without_tensorrt_falls_back_with_reason(run_copy):
     assert name == "tensorrt (model.fp16.engine)" and "TensorRT" in why and "not installed" in why
 
 
+@no_tensorrt
 def test_engine_given_falls_back_to_its_onnx_unless_strict(run_copy):
     eng = _stand_in_engine(run_copy)
     sel = open_backend(eng)
@@ -81,18 +86,21 @@ def test_engine_given_falls_back_to_its_onnx_unless_strict(run_copy):
         open_backend(run_copy / "model.onnx", strict=True)
 
 
+@no_tensorrt
 def test_engine_given_with_onnxruntime_preference_uses_its_onnx(run_copy):
     eng = _stand_in_engine(run_copy)
     sel = open_backend(eng, prefer="onnxruntime-cpu")
     assert sel.backend.name == "onnxruntime-cpu" and sel.backend.artifact.name == "model.onnx"
 
 
+@no_tensorrt
 def test_engine_for_this_machine_reports_mismatch(run_copy):
     eng = _stand_in_engine(run_copy)
     why = engine_matches_machine(read_manifest(eng))
     assert why is not None and "TensorRT is not installed" in why and "10.3.0" in why
 
 
+@no_tensorrt
 def test_truncated_engine_is_named_and_falls_back_in_auto(run_copy):
     eng = _stand_in_engine(run_copy)
     eng.write_bytes(eng.read_bytes()[:100])
@@ -103,6 +111,7 @@ def test_truncated_engine_is_named_and_falls_back_in_auto(run_copy):
     assert sel.backend.name == "onnxruntime-cpu" and "truncated" in sel.skipped[0][1]
 
 
+@no_tensorrt
 def test_corrupt_engine_same_size_is_detected_by_sha256(run_copy):
     eng = _stand_in_engine(run_copy)
     eng.write_bytes(b"X" * eng.stat().st_size)
@@ -117,6 +126,7 @@ def test_engine_without_sidecar_is_refused(run_copy):
         open_backend(eng)
 
 
+@no_tensorrt
 def test_engine_from_another_export_is_skipped(run_copy):
     _stand_in_engine(run_copy, onnx_sha="0" * 64)
     found = engines_for_onnx(run_copy / "model.onnx")
@@ -167,12 +177,14 @@ def test_unknown_preference_and_missing_artifact(tmp_path):
         open_backend(tmp_path)
 
 
+@no_tensorrt
 def test_prefer_tensorrt_without_engine_says_how_to_build(run_copy):
     with pytest.raises(BackendUnavailable, match="no TensorRT engine") as e:
         open_backend(run_copy, prefer="tensorrt")
     assert "build-engine" in e.value.hint
 
 
+@no_tensorrt
 def test_eval_all_lists_every_artifact_with_deltas(run_copy, holdout_deck):
     from typer.testing import CliRunner
 
@@ -190,3 +202,19 @@ def test_eval_all_lists_every_artifact_with_deltas(run_copy, holdout_deck):
     assert rows["copy.onnx"]["accuracy_delta_points"] == 0 and rows["copy.onnx"]["agreement_with_fp32"] == 1.0
     assert rows["model.fp16.engine"]["metrics"] is None and "TensorRT" in rows["model.fp16.engine"]["error"]
     assert rows["model.onnx"]["metrics"]["n"] == 40
+
+
+def test_golden_tensors_of_the_tiny_model(tiny_onnx, tiny_golden, deck_dir):
+    """The committed model gives its committed probabilities (max |dp| < 1e-5), and the committed
+    input is exactly what preprocess makes of the named real images today."""
+    gold = tiny_golden
+    sel = open_backend(tiny_onnx, "onnxruntime-cpu")
+    with sel.backend as be:
+        assert be.manifest.input == InputContract(height=64, width=64) and be.manifest.positive_label == "CD"
+        x = preprocess_files([deck_dir / str(n) for n in gold["names"]], be.manifest.input)
+        np.testing.assert_array_equal(x, gold["images"])
+        p = be.probs(gold["images"])
+    assert p.shape == gold["probs"].shape == (4, 2) and p.dtype == np.float32
+    assert float(np.abs(p - gold["probs"]).max()) < 1e-5
+    # The golden images hold both verdicts, so a model that answers one class everywhere fails here.
+    assert (p[:, 0] >= be.manifest.threshold).any() and (p[:, 0] < be.manifest.threshold).any()

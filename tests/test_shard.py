@@ -15,7 +15,8 @@ from edgecrack.cli import app
 from edgecrack.data import list_images
 from edgecrack.errors import ConfigError
 from edgecrack.shard import glob_root, parse_shard, select_shard, shard_of
-from edgecrack.sources import SourceOptions, open_source
+from edgecrack.loop.config import SourceOptions
+from edgecrack.loop.sources import open_source
 
 runner = CliRunner()
 
@@ -95,10 +96,10 @@ def test_glob_root_and_glob_sources_split_by_path_below_it(deck_dir, tmp_path):
     (["--source", "{image}", "--shard", "1/2"], "is neither"),
     (["--source", "rtsp://cam.local/live", "--shard", "1/2"], "is neither"),
 ])
-def test_run_shard_user_errors_exit_1_without_traceback(args, msg, trained_run, holdout_deck):
+def test_run_shard_user_errors_exit_1_without_traceback(args, msg, tiny_run, holdout_deck):
     image = next((holdout_deck / "CD").glob("*.jpg"))
     args = [a.replace("{folder}", str(holdout_deck)).replace("{image}", str(image)) for a in args]
-    r = runner.invoke(app, ["run", "--model", str(trained_run), *args])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), *args])
     assert r.exit_code == 1, r.output
     assert msg in " ".join(r.output.split()) and "Traceback" not in r.output
 
@@ -107,10 +108,10 @@ def _frames(log: Path) -> list[dict]:
     return [json.loads(x) for x in log.read_text().splitlines() if json.loads(x).get("type") == "frame"]
 
 
-def test_two_real_shard_logs_merge_into_one_report(trained_run, holdout_deck, tmp_path):
+def test_two_real_shard_logs_merge_into_one_report(tiny_run, holdout_deck, tmp_path):
     logs = [tmp_path / "logs" / f"shard{k}.jsonl" for k in (1, 2)]
     for k, log in zip((1, 2), logs):
-        r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(holdout_deck), "--shard", f"{k}/2",
+        r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(holdout_deck), "--shard", f"{k}/2",
                                 "--tile", "0", "--log", str(log), "--quiet", "--threads", "1"])
         assert r.exit_code == 0, r.output
     starts = [json.loads(log.read_text().splitlines()[0]) for log in logs]

@@ -127,7 +127,7 @@ class Fidelity:
 
 
 def decisions(probs: np.ndarray, m: Manifest) -> np.ndarray:
-    from ..metrics import predict_labels
+    from ..loop.postprocess import predict_labels
 
     return predict_labels(probs, m.positive_index, m.threshold)
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from edgecrack.errors import ConfigError
-from edgecrack.pipeline import STAGES, RunConfig, Sink, run
-from edgecrack.sources import SourceOptions
+from edgecrack.loop.config import RunConfig, SourceOptions
+from edgecrack.loop.runner import run
+from edgecrack.loop.types import STAGES, Sink
 
 from streaming.helpers import HttpTsServer, ffmpeg_unavailable, mosaic, write_video
 
@@ -42,32 +43,32 @@ def cfg(source, model, **kw) -> RunConfig:
     return RunConfig(source=str(source), model=str(model), **kw)
 
 
-def test_folder_run_matches_predict(trained_run, holdout_deck):
+def test_folder_run_matches_predict(tiny_run, holdout_deck):
     """Same images, same model: the loop's verdicts and probabilities are predict's."""
     from edgecrack.data import list_images
     from edgecrack.evaluate import predict_files
     from edgecrack.runtime import open_backend
 
     c = Collect()
-    s = run(cfg(holdout_deck, trained_run, batch=8), sinks=[c])
+    s = run(cfg(holdout_deck, tiny_run, batch=8), sinks=[c])
     paths = list_images(holdout_deck)
-    preds, skipped = predict_files(open_backend(trained_run, "onnxruntime-cpu"), paths)
+    preds, skipped = predict_files(open_backend(tiny_run, "onnxruntime-cpu"), paths)
     assert not skipped and s.frames == len(paths) == 40 and s.tiles == 40
     assert [Path(r.frame.path) for r in c.results] == paths
     assert [r.label for r in c.results] == [p.predicted for p in preds]
     np.testing.assert_allclose([r.probability for r in c.results], [p.probability for p in preds], atol=1e-5)
     assert s.cracked_frames == sum(p.predicted == "CD" for p in preds)
     assert s.stop_reason == "all images read" and s.source["kind"] == "images"
-    assert c.closed_with is s and c.info.threshold == pytest.approx(json.loads((trained_run / "manifest.json").read_text())["threshold"])
+    assert c.closed_with is s and c.info.threshold == pytest.approx(json.loads((tiny_run / "model.onnx.json").read_text())["threshold"])
 
 
-def test_video_every_frame_batch_invariant_with_stage_times(trained_run, tmp_path, holdout_deck):
+def test_video_every_frame_batch_invariant_with_stage_times(tiny_run, tmp_path, holdout_deck):
     imgs = sorted(holdout_deck.glob("*/*.jpg"))[::2]
     video = write_video(tmp_path / "v.avi", imgs, fps=25.0)  # 20 frames
     runs = {}
     for b in (1, 8):
         c = Collect()
-        s = run(cfg(video, trained_run, batch=b), sinks=[c])
+        s = run(cfg(video, tiny_run, batch=b), sinks=[c])
         runs[b] = (s, c)
     s, c = runs[8]
     assert s.frames == 20 and s.source["dropped"] == 0 and s.stop_reason == "end of video"
@@ -84,7 +85,9 @@ def test_video_every_frame_batch_invariant_with_stage_times(trained_run, tmp_pat
     assert s.fps == pytest.approx(s.frames / s.seconds, rel=1e-2)
 
 
+@pytest.mark.slow  # trains the session model when no other test has
 def test_tiled_frames_and_smoothing(trained_run, tmp_path, deck_dir):
+    """Needs a trained model: crack-heavy mosaics must score above crack-free ones."""
     cd = sorted((deck_dir / "CD").glob("*.jpg"))
     ud = sorted((deck_dir / "UD").glob("*.jpg"))
     # 4 frames of 512x768 (2x3 tiles of real deck images), alternating crack-heavy / crack-free
@@ -111,10 +114,10 @@ def test_tiled_frames_and_smoothing(trained_run, tmp_path, deck_dir):
     assert raw[0].mean() > raw[1].mean() and raw[2].mean() > raw[3].mean()
 
 
-def test_threshold_override_and_min_tiles(trained_run, holdout_deck):
+def test_threshold_override_and_min_tiles(tiny_run, holdout_deck):
     c0, c1 = Collect(), Collect()
-    s0 = run(cfg(holdout_deck / "UD", trained_run, threshold=0.0, max_frames=6), sinks=[c0])
-    s1 = run(cfg(holdout_deck / "UD", trained_run, threshold=1.0, max_frames=6), sinks=[c1])
+    s0 = run(cfg(holdout_deck / "UD", tiny_run, threshold=0.0, max_frames=6), sinks=[c0])
+    s1 = run(cfg(holdout_deck / "UD", tiny_run, threshold=1.0, max_frames=6), sinks=[c1])
     assert s0.frames == 6 and s0.stop_reason == "max frames (6)"
     assert s0.cracked_frames == 6 and all(r.label == "CD" for r in c0.results)
     assert s1.cracked_frames == 0 and all(r.label == "UD" for r in c1.results)
@@ -139,13 +142,13 @@ def test_bad_options_fail_before_anything_opens(kw, msg, tmp_path):
     assert msg in str(e.value)
 
 
-def test_smoothing_a_folder_is_refused(trained_run, holdout_deck):
+def test_smoothing_a_folder_is_refused(tiny_run, holdout_deck):
     with pytest.raises(ConfigError, match="--smooth averages consecutive video frames"):
-        run(cfg(holdout_deck, trained_run, smooth=3))
+        run(cfg(holdout_deck, tiny_run, smooth=3))
 
 
 @pytest.mark.network
-def test_http_stream_dies_mid_run_and_the_loop_reconnects(trained_run, tmp_path, holdout_deck):
+def test_http_stream_dies_mid_run_and_the_loop_reconnects(tiny_run, tmp_path, holdout_deck):
     """ffmpeg serves H.264/MPEG-TS over HTTP, is killed mid-stream, and restarted on the same port."""
     if (why := ffmpeg_unavailable()):
         pytest.skip(why)
@@ -169,7 +172,7 @@ def test_http_stream_dies_mid_run_and_the_loop_reconnects(trained_run, tmp_path,
     th = threading.Thread(target=chaos, daemon=True)
     th.start()
     try:
-        s = run(cfg(srv.url, trained_run, logs=[str(log)], max_frames=30,
+        s = run(cfg(srv.url, tiny_run, logs=[str(log)], max_frames=30,
                     source_options=SourceOptions(watchdog_s=4.0, backoff_s=0.2, backoff_max_s=0.5)))
     finally:
         th.join(timeout=30)

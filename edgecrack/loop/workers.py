@@ -1,6 +1,6 @@
 """The inspection loop's helper threads: frames prepared ahead, sinks written behind, signals.
 
-Used by :func:`edgecrack.pipeline.run`; nothing here is public API.
+Used by :func:`edgecrack.loop.runner.run`; nothing here is public API.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .sources import BoundedQueue, Source, SourceEvent, nbytes_of
-
-if TYPE_CHECKING:
-    from .pipeline import FrameResult, Inspector, RunInfo, Sink, StageTimer, _Pending
+from .inspector import Inspector, StageTimer, _Pending
+from .render import overlay
+from .sources.base import BoundedQueue, Source, nbytes_of
+from .types import FrameResult, RunInfo, Sink, SourceEvent
 
 #: Longest wait for the sink thread to write what is queued when the run stops.
 SINK_FINISH_S = 10.0
@@ -75,8 +75,6 @@ class SinkThread:
         self.q.put(item, 2 * nbytes_of(frame))
 
     def _run(self) -> None:
-        from .tiling import overlay
-
         while True:
             try:
                 item = self.q.get(timeout=0.25)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edgecrack.errors import ConfigError
-from edgecrack.tiling import (TemporalSmoother, axis_starts, crack_map_from_probs, heat_from_map, overlay, tile_grid,
-                              tiles_from_frame)
+from edgecrack.loop.postprocess import TemporalSmoother, crack_map_from_probs
+from edgecrack.loop.render import heat_from_map, overlay
+from edgecrack.loop.tiling import axis_starts, tile_grid, tiles_from_frame
 
 from streaming.helpers import mosaic
 
@@ -81,8 +82,8 @@ def test_tiles_are_the_right_crops_in_row_major_order():
 @pytest.mark.parametrize("kw,msg", [
     (dict(tile=256, stride=300), "stride must be in 1..256"),
     (dict(tile=256, stride=0), "stride must be in 1..256"),
-    (dict(tile=-1), "tile size must be positive"),
-    (dict(tile=256, edge="wrap"), "unknown edge mode"),
+    (dict(tile=-1), "--tile must be >= 0"),
+    (dict(tile=256, edge="wrap"), "unknown --edge 'wrap'"),
 ])
 def test_bad_tiling_options(kw, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -114,7 +115,7 @@ def test_overlay_boxes_only_cracked_tiles():
     d_hot = np.abs(heat[100:150, 100:150].astype(int) - 128).mean()
     d_cold = np.abs(heat[100:150, 356:406].astype(int) - 128).mean()
     assert d_hot > 3 * d_cold
-    with pytest.raises(ConfigError, match="unknown overlay"):
+    with pytest.raises(ConfigError, match="unknown --overlay"):
         overlay(frame, g, cmap, 0.5, mode="glow")
 
 
@@ -132,16 +133,16 @@ def test_temporal_smoother_moving_average_and_reset():
 
 
 # -- tiled inference equals per-image inference -------------------------------------------
-def test_tiled_mosaic_matches_per_image_predictions(trained_onnx, deck_dir):
+def test_tiled_mosaic_matches_per_image_predictions(tiny_onnx, deck_dir):
     """A 2x3 mosaic of real 256x256 deck images, tiled at 256, gives each image's own probability."""
-    from edgecrack.pipeline import Inspector
+    from edgecrack.loop.inspector import Inspector
+    from edgecrack.loop.types import Frame
     from edgecrack.preprocess import preprocess
     from edgecrack.runtime import open_backend
-    from edgecrack.sources import Frame
 
     imgs = sorted((deck_dir / "CD").glob("*.jpg"))[40:43] + sorted((deck_dir / "UD").glob("*.jpg"))[40:43]
     big = mosaic(imgs, 2, 3)
-    sel = open_backend(trained_onnx, "onnxruntime-cpu")
+    sel = open_backend(tiny_onnx, "onnxruntime-cpu")
     with sel.backend as be:
         insp = Inspector(be, tile=256, batch=4)
         (r,) = insp.inspect([Frame(big, 0, "mosaic", 0.0, 0)])

@@ -1,23 +1,27 @@
-"""GStreamer without OpenCV's GStreamer support: pipeline strings and a ``gst-launch-1.0`` capture.
+"""GStreamer sources: raw pipeline strings and Jetson CSI cameras (``csi://N``).
 
 OpenCV wheels from PyPI are built without GStreamer, also on Jetson. GStreamer pipelines
-(``csi://N`` and raw pipeline strings) therefore run through OpenCV when it has GStreamer, and
-otherwise through ``gst-launch-1.0`` in a subprocess that writes YUV4MPEG2 to a pipe, read by
-:class:`Y4MReader`. :mod:`edgecrack.sources` uses this module and re-exports its public names.
+therefore run through OpenCV when it has GStreamer, and otherwise through ``gst-launch-1.0``
+in a subprocess that writes YUV4MPEG2 to a pipe, read by :class:`Y4MReader`.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
 
-from .errors import SourceError
-from .redact import redact
+from ...errors import SourceError
+from ...redact import redact
+from ..config import SourceOptions, check_gstreamer_mode
+from .live import LiveSource, _Capture
+from .opencv import _cv_open
 
 
 def opencv_has_gstreamer() -> bool:
@@ -122,9 +126,8 @@ def _read_exact(stream: Any, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-class GstLaunchCapture:
-    """A live capture read from ``gst-launch-1.0`` writing YUV4MPEG2 to a pipe (``read``,
-    ``interrupt``, ``release``: the capture interface of :class:`edgecrack.sources.LiveSource`)."""
+class GstLaunchCapture(_Capture):
+    """A live capture read from ``gst-launch-1.0`` writing YUV4MPEG2 to a pipe."""
 
     def __init__(self, pipeline: str):
         exe = shutil.which("gst-launch-1.0")
@@ -132,7 +135,13 @@ class GstLaunchCapture:
             raise SourceError("GStreamer pipelines need OpenCV built with GStreamer or gst-launch-1.0, and "
                               "neither is available", "apt install gstreamer1.0-tools (Jetson: it ships with JetPack)")
         launch = y4m_pipeline(pipeline)
-        self.proc = subprocess.Popen([exe, "-q", "-e", *_split_launch(launch)], stdout=subprocess.PIPE,
+        try:
+            # The argv a shell would pass to ``gst-launch-1.0 PIPELINE``: the way users test a pipeline.
+            argv = shlex.split(launch)
+        except ValueError as e:
+            raise SourceError(redact(f"GStreamer pipeline cannot be split into arguments ({e})"),
+                              "close the quotes in the pipeline") from None
+        self.proc = subprocess.Popen([exe, "-q", "-e", *argv], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, bufsize=0)
         try:
             self.reader = Y4MReader(self.proc.stdout)
@@ -172,8 +181,40 @@ class GstLaunchCapture:
                 s.close()
 
 
-def _split_launch(launch: str) -> list[str]:
-    # gst-launch-1.0 joins its argv with spaces and parses the result, so quoting only needs
-    # to survive the shell-less exec: split on whitespace outside double quotes.
-    return [t.strip('"') if t.count('"') == 2 and t.startswith('"') else t
-            for t in re.findall(r'(?:[^\s"]+|"[^"]*")+', launch)]
+def _gst_opener(pipeline: str, launch_pipeline: str | None, opts: SourceOptions) -> Callable[[], _Capture]:
+    mode = opts.gstreamer
+    check_gstreamer_mode(mode)
+    use_cv = mode == "opencv" or (mode == "auto" and opencv_has_gstreamer())
+    if mode == "opencv" and not opencv_has_gstreamer():
+        raise SourceError("this OpenCV build has no GStreamer support",
+                          "use the gst-launch mode, or an OpenCV built with -DWITH_GSTREAMER=ON")
+
+    def open_gst() -> _Capture:
+        if use_cv:
+            return _cv_open(appsink_pipeline(pipeline), cv2.CAP_GSTREAMER, [], "GStreamer pipeline",
+                            f"test it with: gst-launch-1.0 {redact(pipeline)}")
+        return GstLaunchCapture(launch_pipeline or pipeline)
+
+    return open_gst
+
+
+def gstreamer_source(pipeline: str, opts: SourceOptions) -> LiveSource:
+    """A GStreamer pipeline string (``... ! appsink``)."""
+    return LiveSource("GStreamer pipeline", _gst_opener(pipeline, None, opts), opts, kind="gstreamer")
+
+
+def csi_source(spec: str, opts: SourceOptions) -> LiveSource:
+    """A Jetson CSI camera, ``csi://N[?width=&height=&fps=&flip=]``."""
+    u = urlsplit(spec)
+    try:
+        sensor = int(u.netloc or u.path.strip("/") or 0)
+        q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        width = int(q.get("width", opts.width or 1920))
+        height = int(q.get("height", opts.height or 1080))
+        fps = float(q.get("fps", opts.fps or 30))
+        flip = int(q.get("flip", opts.flip))
+    except ValueError:
+        raise SourceError(f"bad CSI camera address {spec}", "use csi://0 or csi://0?width=1280&height=720&fps=60") from None
+    return LiveSource(f"csi://{sensor} {width}x{height}@{fps:g}",
+                      _gst_opener(csi_pipeline(sensor, width, height, fps, flip),
+                                  csi_pipeline(sensor, width, height, fps, flip, sink="y4m"), opts), opts, kind="csi")

@@ -27,8 +27,8 @@ def edgecrack_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from edgecrack.cli import app; app()"]
 
 
-def test_folder_prints_one_tutorial_line_per_image_and_a_summary(trained_run, holdout_deck):
-    r = runner.invoke(app, ["run", "--model", str(trained_run), "--source", str(holdout_deck / "UD"), "--max-frames", "4"])
+def test_folder_prints_one_tutorial_line_per_image_and_a_summary(tiny_run, holdout_deck):
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(holdout_deck / "UD"), "--max-frames", "4"])
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("Image: ")]
     assert len(lines) == 4
@@ -49,9 +49,9 @@ def test_folder_prints_one_tutorial_line_per_image_and_a_summary(trained_run, ho
     (["--source", "{folder}", "--backend", "warp-drive"], "unknown backend 'warp-drive'"),
     (["--source", "{folder}", "--tile", "256", "--stride", "300"], "--stride must be in 1..256"),
 ])
-def test_user_errors_exit_1_without_traceback(args, msg, trained_run, holdout_deck):
+def test_user_errors_exit_1_without_traceback(args, msg, tiny_run, holdout_deck):
     args = [a.replace("{folder}", str(holdout_deck)) for a in args]
-    r = runner.invoke(app, ["run", "--model", str(trained_run), *args])
+    r = runner.invoke(app, ["run", "--model", str(tiny_run), *args])
     assert r.exit_code == 1, r.output
     assert msg in r.output and "Traceback" not in r.output
 
@@ -68,10 +68,10 @@ def long_video(tmp_path_factory, holdout_deck) -> Path:
                        repeat=25)
 
 
-def _start(trained_run, video, tmp_path):
+def _start(tiny_run, video, tmp_path):
     log, table = tmp_path / "run.jsonl", tmp_path / "run.csv"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(trained_run), "--source", str(video), "--log", str(log),
+    p = subprocess.Popen([*edgecrack_cmd(), "run", "--model", str(tiny_run), "--source", str(video), "--log", str(log),
                           "--log", str(table), "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env)
     t0 = time.monotonic()
@@ -87,8 +87,8 @@ def _start(trained_run, video, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_cleanly_with_complete_logs_and_summary(sig, trained_run, long_video, tmp_path):
-    p, log, table = _start(trained_run, long_video, tmp_path)
+def test_signal_stops_cleanly_with_complete_logs_and_summary(sig, tiny_run, long_video, tmp_path):
+    p, log, table = _start(tiny_run, long_video, tmp_path)
     p.send_signal(sig)
     out, err = p.communicate(timeout=60)
     err = err.decode()
@@ -105,8 +105,8 @@ def test_signal_stops_cleanly_with_complete_logs_and_summary(sig, trained_run, l
     assert len(rows) == len(frames) + 1
 
 
-def test_killed_process_loses_at_most_the_frame_in_flight(trained_run, long_video, tmp_path):
-    p, log, table = _start(trained_run, long_video, tmp_path)
+def test_killed_process_loses_at_most_the_frame_in_flight(tiny_run, long_video, tmp_path):
+    p, log, table = _start(tiny_run, long_video, tmp_path)
     time.sleep(0.3)
     p.kill()  # SIGKILL: no handler, no cleanup
     p.communicate(timeout=30)

@@ -12,8 +12,9 @@ import pytest
 
 from edgecrack.errors import SourceError
 from edgecrack.preprocess import decode_image
-from edgecrack.sources import (ImageFilesSource, LiveSource, SourceOptions, VideoFileSource, Y4MReader, appsink_pipeline,
-                               csi_pipeline, open_source, y4m_pipeline)
+from edgecrack.loop.config import SourceOptions
+from edgecrack.loop.sources import (ImageFilesSource, LiveSource, VideoFileSource, Y4MReader, appsink_pipeline, csi_pipeline,
+                                    open_source, y4m_pipeline)
 
 from streaming.helpers import RtspServer, gst_launch_unavailable, rtsp_unavailable, write_video
 
@@ -230,6 +231,19 @@ def test_watchdog_restarts_a_stalled_capture():
     assert "stalled" in kinds and "reconnected" in kinds
     assert src.reconnects == 1
     assert frozen.poll() is not None  # the frozen process was killed, not leaked
+
+
+@pytest.mark.network
+def test_gstreamer_pipeline_is_split_as_a_shell_would():
+    """A pipeline users test as ``gst-launch-1.0 PIPELINE`` in a shell: single-quoted caps with spaces."""
+    if (why := gst_launch_unavailable()):
+        pytest.skip(why)
+    quoted = "videotestsrc is-live=true ! 'video/x-raw, width=96, height=64, framerate=30/1' ! appsink"
+    with open_source(quoted, SourceOptions(gstreamer="gst-launch")) as src:
+        f = src.next_frame(5.0)
+    assert f is not None and f.image.shape == (64, 96, 3)
+    with pytest.raises(SourceError, match="cannot be split into arguments"):
+        open_source("videotestsrc ! 'video/x-raw ! appsink", SourceOptions(gstreamer="gst-launch")).start()
 
 
 @pytest.mark.network

@@ -13,8 +13,9 @@ import pytest
 from rich.console import Console
 
 from edgecrack.errors import ConfigError
-from edgecrack.pipeline import RunConfig, run
-from edgecrack.sinks import CSV_COLUMNS, ConsoleSink, display_problem, sinks_from_config
+from edgecrack.loop.config import RunConfig
+from edgecrack.loop.runner import run
+from edgecrack.loop.sinks import CSV_COLUMNS, ConsoleSink, display_problem, sinks_from_config
 
 from streaming.helpers import mosaic, write_video
 
@@ -36,9 +37,9 @@ def clip(tmp_path_factory, holdout_deck):
     return write_video(tmp_path_factory.mktemp("clip") / "clip.avi", imgs, fps=25.0)
 
 
-def test_jsonl_and_csv_logs_complete_and_appended(trained_run, clip, tmp_path):
+def test_jsonl_and_csv_logs_complete_and_appended(tiny_run, clip, tmp_path):
     jl, cv = tmp_path / "logs" / "run.jsonl", tmp_path / "logs" / "run.csv"
-    s = run(cfg(clip, trained_run, logs=[str(jl), str(cv)]))
+    s = run(cfg(clip, tiny_run, logs=[str(jl), str(cv)]))
     recs = [json.loads(x) for x in jl.read_text().splitlines()]
     assert [r["type"] for r in recs] == ["start"] + ["frame"] * 12 + ["summary"]
     start, frames, summary = recs[0], recs[1:-1], recs[-1]
@@ -59,14 +60,14 @@ def test_jsonl_and_csv_logs_complete_and_appended(trained_run, clip, tmp_path):
         assert int(d["index"]) == f["index"] and d["label"] == f["label"] and float(d["p"]) == pytest.approx(f["p"])
         assert float(d["position_ms"]) == pytest.approx(f["position"]["ms"])
     # A second run (a restarted service) appends: nothing of the first flight is lost.
-    run(cfg(clip, trained_run, logs=[str(jl), str(cv)], max_frames=3))
+    run(cfg(clip, tiny_run, logs=[str(jl), str(cv)], max_frames=3))
     recs2 = [json.loads(x) for x in jl.read_text().splitlines()]
     assert recs2[:14] == recs and [r["type"] for r in recs2[14:]] == ["start"] + ["frame"] * 3 + ["summary"]
     rows2 = list(csv.reader(cv.open()))
     assert len(rows2) == 16 and rows2[13][0] != "time"  # one header per file
 
 
-def test_console_lines_match_the_tutorial_format(trained_run, holdout_deck, tmp_path):
+def test_console_lines_match_the_tutorial_format(tiny_run, holdout_deck, tmp_path):
     from edgecrack.data import list_images
     from edgecrack.evaluate import predict_files
     from edgecrack.runtime import open_backend
@@ -76,35 +77,39 @@ def test_console_lines_match_the_tutorial_format(trained_run, holdout_deck, tmp_
     (folder / "CD" / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
     con, buf = text_console()
     errc, errbuf = text_console()
-    run(cfg(folder, trained_run, max_frames=5), sinks=[ConsoleSink(con, errc)])
-    preds, _ = predict_files(open_backend(trained_run, "onnxruntime-cpu"), list_images(folder)[:5])
+    run(cfg(folder, tiny_run, max_frames=5), sinks=[ConsoleSink(con, errc)])
+    preds, _ = predict_files(open_backend(tiny_run, "onnxruntime-cpu"), list_images(folder)[:5])
     assert buf.getvalue().splitlines() == [p.line() for p in preds]
     assert buf.getvalue().splitlines()[0].startswith("Image: ") and "| Actual: CD | Predicted: " in buf.getvalue()
     # max_frames stops before the broken file; a full run reports it as an event, not a crash
     con2, buf2 = text_console()
-    s = run(cfg(folder, trained_run), sinks=[ConsoleSink(con2, errc)])
+    s = run(cfg(folder, tiny_run), sinks=[ConsoleSink(con2, errc)])
     assert s.frames == 20 and s.source["skipped"] == 1
     assert "skipped: " in errbuf.getvalue() and "zz-broken.jpg" in errbuf.getvalue()
 
 
-def test_console_tiled_image_line_and_video_status(trained_run, deck_dir, clip, tmp_path):
+def test_console_tiled_image_line_and_video_status(tiny_run, deck_dir, clip, tmp_path):
     big = mosaic(sorted((deck_dir / "CD").glob("*.jpg"))[100:104], 2, 2)
     cv2.imwrite(str(tmp_path / "photo.png"), big)
     con, buf = text_console()
-    run(cfg(tmp_path / "photo.png", trained_run), sinks=[ConsoleSink(con)])
+    errc, errbuf = text_console()
+    run(cfg(tmp_path / "photo.png", tiny_run), sinks=[ConsoleSink(con, errc)])
     assert re.fullmatch(r"Image: photo\.png \| Predicted: (CD|UD) \(p=\d\.\d\d\) \| cracked tiles: [0-4]/4\n", buf.getvalue())
+    # What runs where goes to the other console: results stay clean to pipe.
+    assert re.match(rf"run {re.escape(str(tmp_path / 'photo.png'))} \(images\) with backend: onnxruntime-cpu .*"
+                    r"threshold 0\.\d{3} on CD\n", errbuf.getvalue())
     con, buf = text_console()
-    run(cfg(clip, trained_run), sinks=[ConsoleSink(con)])
+    run(cfg(clip, tiny_run), sinks=[ConsoleSink(con, errc)])
     # not a terminal: a status line at the first frame, then every 5 s (never one per frame)
     lines = buf.getvalue().splitlines()
     assert 1 <= len(lines) <= 3
     assert re.fullmatch(r"frame 0 \| \d+\.\d fps \| latency \d+ ms \| cracked tiles [01]/1 \| drops 0 \| (CD|ud|UD)", lines[0])
 
 
-def test_save_video_and_flagged_frames(trained_run, clip, tmp_path):
+def test_save_video_and_flagged_frames(tiny_run, clip, tmp_path):
     out = tmp_path / "out" / "annotated.mp4"
     flagged = tmp_path / "flagged"
-    s = run(cfg(clip, trained_run, save_video=str(out), save_flagged=str(flagged), overlay="both"))
+    s = run(cfg(clip, tiny_run, save_video=str(out), save_flagged=str(flagged), overlay="both"))
     cap = cv2.VideoCapture(str(out))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
     frames = []

@@ -1,28 +1,26 @@
-"""Live sources: cameras, CSI cameras, network streams and GStreamer pipelines.
+"""Live sources: a capture thread with reconnect, watchdog and drop counting.
 
 A capture thread reads continuously and keeps only the newest frame; frames the consumer did
 not take in time are counted as drops. A dead or unplugged camera or stream is reconnected
 with exponential backoff, a watchdog restarts a capture that stops delivering frames (and
 counts the ones stuck in a driver call it has to leave behind), and every step is reported
-as a :class:`~edgecrack.sources.SourceEvent`. Made by :func:`edgecrack.sources.open_source`.
+as a :class:`~edgecrack.loop.types.SourceEvent`. What one connection is (an OpenCV capture,
+a ``gst-launch-1.0`` pipe) comes from an opener: :mod:`.opencv`, :mod:`.gstreamer`.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
-import cv2
 import numpy as np
 
-from .errors import SourceError
-from .gstreamer import GstLaunchCapture, appsink_pipeline, csi_pipeline, opencv_has_gstreamer
-from .redact import redact
-from .sources import STOP_JOIN_S, Frame, Source, SourceOptions
+from ...errors import SourceError
+from ...preprocess import to_bgr8
+from ..config import SourceOptions
+from ..types import Frame
+from .base import STOP_JOIN_S, Source
 
 
 class _Capture:
@@ -36,18 +34,6 @@ class _Capture:
 
     def release(self) -> None:
         pass
-
-
-class _CvCapture(_Capture):
-    def __init__(self, cap: cv2.VideoCapture):
-        self.cap = cap
-
-    def read(self) -> np.ndarray | None:
-        ok, img = self.cap.read()
-        return img if ok and img is not None and img.size else None
-
-    def release(self) -> None:
-        self.cap.release()
 
 
 class LiveSource(Source):
@@ -233,8 +219,6 @@ class LiveSource(Source):
 
     def _publish(self, img: np.ndarray, capture_ms: float, t: float) -> None:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            from .preprocess import to_bgr8
-
             img = to_bgr8(img, self.description)
         with self._cond:
             n = self.captured
@@ -322,96 +306,3 @@ class LiveSource(Source):
             self._thread.join(timeout=STOP_JOIN_S)
         if self.end_reason is None:
             self.end_reason = "stopped"
-
-
-def _cv_open(target: Any, api: int, props: list[int], what: str, hint: str | None) -> _CvCapture:
-    cap = cv2.VideoCapture(target, api, props) if props else cv2.VideoCapture(target, api)
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(f"cannot open {what}", hint)
-    return _CvCapture(cap)
-
-
-def _camera_opener(index: int, opts: SourceOptions) -> Callable[[], _Capture]:
-    api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-    dev = Path(f"/dev/video{index}")
-
-    def open_camera() -> _Capture:
-        if sys.platform.startswith("linux") and not dev.exists():
-            raise SourceError(f"camera {index}: {dev} does not exist (unplugged or wrong index)",
-                              "list cameras with: v4l2-ctl --list-devices; a Jetson CSI camera is --source csi://0")
-        c = _cv_open(index, api, [], f"camera {index} ({dev})",
-                     "is another program using it? check permissions (group 'video')")
-        # Small driver queue: the newest frame matters, not the backlog.
-        c.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        if opts.width:
-            c.cap.set(cv2.CAP_PROP_FRAME_WIDTH, opts.width)
-        if opts.height:
-            c.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, opts.height)
-        if opts.fps:
-            c.cap.set(cv2.CAP_PROP_FPS, opts.fps)
-        return c
-
-    return open_camera
-
-
-def _stream_opener(url: str, opts: SourceOptions) -> Callable[[], _Capture]:
-    ms = int(max(1.0, opts.watchdog_s) * 1000)
-    props = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-    shown = redact(url)
-
-    def open_stream() -> _Capture:
-        return _cv_open(url, cv2.CAP_FFMPEG, props, f"stream {shown}",
-                        "is the server up and the address right? (test with: ffprobe URL)")
-
-    return open_stream
-
-
-def _gst_opener(pipeline: str, launch_pipeline: str | None, opts: SourceOptions) -> Callable[[], _Capture]:
-    mode = opts.gstreamer
-    if mode not in ("auto", "opencv", "gst-launch"):
-        raise SourceError(f"unknown GStreamer mode {mode!r}", "use auto, opencv or gst-launch")
-    use_cv = mode == "opencv" or (mode == "auto" and opencv_has_gstreamer())
-    if mode == "opencv" and not opencv_has_gstreamer():
-        raise SourceError("this OpenCV build has no GStreamer support",
-                          "use the gst-launch mode, or an OpenCV built with -DWITH_GSTREAMER=ON")
-
-    def open_gst() -> _Capture:
-        if use_cv:
-            return _cv_open(appsink_pipeline(pipeline), cv2.CAP_GSTREAMER, [], "GStreamer pipeline",
-                            f"test it with: gst-launch-1.0 {redact(pipeline)}")
-        return GstLaunchCapture(launch_pipeline or pipeline)
-
-    return open_gst
-
-
-def camera_source(index: int, opts: SourceOptions) -> LiveSource:
-    """A USB/V4L2 camera (``0``, ``/dev/video0``)."""
-    return LiveSource(f"camera {index}", _camera_opener(index, opts), opts, kind="camera")
-
-
-def stream_source(url: str, opts: SourceOptions) -> LiveSource:
-    """A network stream read by FFmpeg; shown and logged with its credentials masked."""
-    return LiveSource(redact(url), _stream_opener(url, opts), opts, kind="stream")
-
-
-def gstreamer_source(pipeline: str, opts: SourceOptions) -> LiveSource:
-    """A GStreamer pipeline string (``... ! appsink``)."""
-    return LiveSource("GStreamer pipeline", _gst_opener(pipeline, None, opts), opts, kind="gstreamer")
-
-
-def csi_source(spec: str, opts: SourceOptions) -> LiveSource:
-    """A Jetson CSI camera, ``csi://N[?width=&height=&fps=&flip=]``."""
-    u = urlsplit(spec)
-    try:
-        sensor = int(u.netloc or u.path.strip("/") or 0)
-        q = {k: v[-1] for k, v in parse_qs(u.query).items()}
-        width = int(q.get("width", opts.width or 1920))
-        height = int(q.get("height", opts.height or 1080))
-        fps = float(q.get("fps", opts.fps or 30))
-        flip = int(q.get("flip", opts.flip))
-    except ValueError:
-        raise SourceError(f"bad CSI camera address {spec}", "use csi://0 or csi://0?width=1280&height=720&fps=60") from None
-    return LiveSource(f"csi://{sensor} {width}x{height}@{fps:g}",
-                      _gst_opener(csi_pipeline(sensor, width, height, fps, flip),
-                                  csi_pipeline(sensor, width, height, fps, flip, sink="y4m"), opts), opts, kind="csi")
