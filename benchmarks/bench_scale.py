@@ -90,7 +90,8 @@ def measured_train(data: Path, run: Path, cache: Path, extra: list[str], pythonp
            "--no-plots", "--no-export", *extra]
     t0 = time.perf_counter()
     with open(run.parent / f"{run.name}.log", "w") as logf:
-        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        # cwd outside any checkout: ``python -m`` puts the cwd ahead of PYTHONPATH on sys.path
+        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=run.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
@@ -171,6 +172,8 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="Older checkout to compare peak RSS with (fine-tuned runs).")
     ap.add_argument("--pairs", default=",".join(f"{x}:{y}" for x, y in PAIRS),
                     help="Image count pairs, e.g. 200:2000,400:4000 (the last pair projects to 56k).")
+    ap.add_argument("--baseline-only", action="store_true",
+                    help="Only (re)run --baseline, on the --work folder of an earlier run; update its report.")
     ap.add_argument("--work", type=Path, help="Work folder (default: a temporary one, removed at the end).")
     a = ap.parse_args()
     pairs = tuple(tuple(int(x) for x in p.split(":")) for p in a.pairs.split(","))
@@ -181,8 +184,11 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     rep: dict = {"schema": "edgecrack.bench.scale/1", "machine": machine_summary(),
                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": MODES, "runs": []}
+    if a.baseline_only:
+        rep = json.loads((a.out / "scale.json").read_text())
+        pairs = tuple(tuple(x["pair"]) for x in rep["slopes"][::len(MODES)])
     try:
-        for small, big in pairs:
+        for small, big in (() if a.baseline_only else pairs):
             data_small = synthetic_dataset(tmp / f"data-{small}", small, a.seed + small)
             data_big = repeated_dataset(data_small, tmp / f"data-{big}", big // small)
             for mode, extra in MODES.items():
@@ -199,8 +205,8 @@ def main() -> None:
         for r in rep["runs"]:
             r["training_phase_s"] = r["timings"]["training_s"] + r["timings"].get("refit_s", 0.0)
         by = {(r["mode"], r["images"], r["cache"]): r for r in rep["runs"]}
-        rep["slopes"] = []
-        for small, big in pairs:
+        rep["slopes"] = [] if not a.baseline_only else rep["slopes"]
+        for small, big in (() if a.baseline_only else pairs):
             for mode in MODES:
                 # warm vs warm: a cold run also exports and holds the trunk's onnxruntime session
                 rs, rb = by[mode, small, "warm"], by[mode, big, "warm"]
@@ -209,8 +215,8 @@ def main() -> None:
                 rep["slopes"].append({"mode": mode, "pair": [small, big], "bottleneck_cold_s_per_1000": cold,
                                       "training_s_per_1000": train, "wall_s_per_1000": cold + train,
                                       "peak_rss_mb_per_1000": slope(rs, rb, small, big, "peak_rss_mb")})
-        rep["projection"] = []
-        for mode in MODES:
+        rep["projection"] = [] if not a.baseline_only else rep["projection"]
+        for mode in (() if a.baseline_only else MODES):
             small, big = pairs[-1]
             s_ = next(x for x in rep["slopes"] if x["mode"] == mode and x["pair"] == [small, big])
             rs = by[mode, small, "cold"]
@@ -237,7 +243,8 @@ def main() -> None:
             rep["baseline"] = {"source": f"commit {head}" if head else str(a.baseline), "runs": runs,
                                "slopes": [{"pair": list(p), "peak_rss_mb_per_1000":
                                            slope(bn[p[0]], bn[p[1]], *p, "peak_rss_mb")} for p in pairs]}
-        rep["load_average"] = [load0, os.getloadavg()[0]]
+        if not a.baseline_only:
+            rep["load_average"] = [load0, os.getloadavg()[0]]
         atomic_write_json(a.out / "scale.json", rep)
         atomic_write_text(a.out / "scale.md", markdown(rep))
         print(f"wrote {a.out / 'scale.md'}")
