@@ -169,8 +169,8 @@ def main() -> None:
                     "({name: {cv_accuracy, cv_std, cv_folds}}), used with --skip-cv")
     a = ap.parse_args()
     earlier = json.loads(a.cv_json.read_text()) if a.cv_json else {}
-    from edgecrack.bench import machine_summary
-    from edgecrack.cpu import int8_isa
+    from edgecrack.platform import machine_summary
+    from edgecrack.platform import int8_isa
 
     BARE = bare_lite0()
     rep = {"schema": "edgecrack.bench.candidates/1", "machine": machine_summary(), "threads": a.threads,

@@ -32,8 +32,8 @@ def main() -> None:
     a = ap.parse_args()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgecrack.bench import machine_summary
-    from edgecrack.cpu import int8_isa
+    from edgecrack.platform import machine_summary
+    from edgecrack.platform import int8_isa
     from edgecrack.export.precision import (calibration_for, eval_images_for, fidelity, precision_onnx_from_onnx,
                                             probs_of, session)
     from edgecrack.export.quantize import float_nodes

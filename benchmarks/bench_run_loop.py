@@ -40,7 +40,7 @@ from edgecrack.runtime import open_backend  # noqa: E402
 
 
 def machine() -> dict:
-    from edgecrack.bench import machine_summary
+    from edgecrack.platform import machine_summary
 
     return machine_summary()
 

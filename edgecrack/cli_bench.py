@@ -102,10 +102,14 @@ def _comparison_table(cmp) -> Table:
 def bench_cmd(
     run: Path = typer.Argument(..., help="Run folder (every artifact in it), one artifact file, or an existing "
                                          "bench.json (re-render / compare without measuring)."),
-    batch: str = typer.Option("1,8,32", "--batch", help="Comma-separated batch sizes."),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Seconds per timed loop (default 3)."),
+    full: bool = typer.Option(False, "--full", help="The long preset for committed reports: batches 1,8,32, 3 s loops "
+                              "of at least 10 calls, 5 warm-up calls, 64 end-to-end images, accuracy on every labelled "
+                              "image. The default preset takes about 2 minutes on a 2-core CPU. Options below override "
+                              "either preset."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default 1,8; --full 1,8,32)."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Seconds per timed loop (default 1; --full 3)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Fixed timed calls per loop instead of --duration."),
-    warmup: int = typer.Option(5, "--warmup", help="Untimed calls before each timed loop."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed calls before each timed loop (default 3; --full 5)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for every backend (default: usable cores)."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated backends to try: tensorrt, "
                                            "onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu, torch-cuda, torch-cpu "
@@ -114,8 +118,11 @@ def bench_cmd(
                                             "(e.g. model.onnx,model.int8.onnx; default: all)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled image folder for accuracy and the end-to-end loop "
                                         "(default: the bundled SDNET2018 deck sample)."),
-    e2e_images: int = typer.Option(64, "--e2e-images", help="Real image files the end-to-end loop cycles through."),
+    e2e_images: Optional[int] = typer.Option(None, "--e2e-images", help="Real image files the end-to-end loop cycles "
+                                             "through (default 32; --full 64)."),
     accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="Measure accuracy on --data."),
+    accuracy_images: Optional[int] = typer.Option(None, "--accuracy-images", help="Labelled images scored per backend, "
+                                                  "evenly spread over the classes (default 100; --full: all)."),
     accuracy_budget: float = typer.Option(0.01, "--accuracy-budget", help="Largest accuracy drop from the FP32 reference "
                                           "that still counts as within budget (also the accuracy tolerance of --compare)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Measure a bare onnxruntime session for the overhead goal."),
@@ -142,11 +149,15 @@ def bench_cmd(
             rep.summary = summarize(rep)
         out = report
     else:
-        cfg = BenchConfig(run=str(run), batches=_batches(batch), duration_s=3.0 if duration is None else duration,
-                          iterations=iterations, warmup=warmup, threads=threads, backends=_csv(backends),
-                          artifacts=_csv(artifacts), data=None if data is None else str(data), e2e_images=e2e_images,
-                          accuracy=accuracy, accuracy_budget=accuracy_budget, baseline=baseline,
-                          train_json=None if train_json is None else str(train_json), notes=tuple(note or ()))
+        given = {"batches": None if batch is None else _batches(batch), "duration_s": duration, "iterations": iterations,
+                 "warmup": warmup, "e2e_images": e2e_images, "accuracy_images": accuracy_images}
+        overrides = {k: v for k, v in given.items() if v is not None}
+        base = {"threads": threads, "backends": _csv(backends), "artifacts": _csv(artifacts),
+                "data": None if data is None else str(data), "accuracy": accuracy, "accuracy_budget": accuracy_budget,
+                "baseline": baseline, "train_json": None if train_json is None else str(train_json),
+                "notes": tuple(note or ())}
+        cfg = (BenchConfig.full(str(run), **base, **overrides) if full
+               else BenchConfig(run=str(run), **base, **overrides))
         reporter = _rich_reporter()
         try:
             rep = bench(cfg, reporter)

@@ -7,6 +7,7 @@ imports the ``cli_*`` modules to register their commands).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Callable
 
 import typer
@@ -16,8 +17,28 @@ from rich.markup import escape
 from .errors import EdgecrackError
 from .redact import redact
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+#: Width of a console that is not a terminal (a pipe, a file, a journal) when COLUMNS is not set:
+#: wide enough that rich never hard-wraps a line; tables still size to their content.
+PIPE_WIDTH = 10_000
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The one way the CLI makes a rich console.
+
+    On a terminal: rich's defaults (its width, wrapping). Anywhere else (output piped to a file,
+    ``grep``, a systemd journal) rich would hard-wrap at 80 columns and split a path or a
+    ``done in 52.9s ... skipped 0 files`` summary over two lines; there the console soft-wraps
+    (no line breaks added) and is :data:`PIPE_WIDTH` wide unless ``COLUMNS`` says otherwise.
+    """
+    c = Console(stderr=stderr, highlight=False)
+    if c.is_terminal:
+        return c
+    width = None if os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -293,7 +293,7 @@ def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."
     for name, why in rep.backends.items():
         b.add_row(name, "[green]usable[/]" if why is None else f"[yellow]no[/]: {escape(why)}")
     console.print(b)
-    usable = [n for n, w in rep.backends.items() if w is None and n != "torch"]
+    usable = [n for n, w in rep.backends.items() if w is None and not n.startswith("torch")]
     console.print(f"best runtime here: [bold]{usable[0] if usable else 'none'}[/]")
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .platform import cpu_name, int8_isa, jetson_facts, opencv_video_io, tensorrt_version
+
+__all__ = ["Check", "DoctorReport", "run_doctor", "opencv_video_io"]
 
 
 @dataclass
@@ -51,44 +54,11 @@ def _version(mod: str) -> str | None:
     return str(getattr(m, "__version__", "?"))
 
 
-def opencv_video_io() -> dict[str, str]:
-    """Video I/O backends of the installed OpenCV build (``GStreamer``, ``FFMPEG``, ``V4L/V4L2``)."""
-    import cv2
-
-    info = cv2.getBuildInformation()
-    out: dict[str, str] = {}
-    section = re.search(r"Video I/O:(.*?)(?:\n  [A-Z][^\n]*:\n|\Z)", info, re.S)
-    text = section.group(1) if section else info
-    for key in ("GStreamer", "FFMPEG", "V4L/V4L2", "avcodec"):
-        m = re.search(rf"^\s*{re.escape(key)}:\s*(.+)$", text, re.M)
-        if m:
-            out[key] = m.group(1).strip()
-    return out
-
-
-def _cpu() -> str:
-    from .cpu import cpu_name
-
-    return cpu_name()
-
-
-def _cpu_int8() -> str:
-    from .cpu import int8_isa
-
-    return int8_isa().summary
-
-
 def _jetson() -> str | None:
-    for p in ("/etc/nv_tegra_release", "/proc/device-tree/model"):
-        try:
-            with open(p, "rb") as f:
-                txt = f.read().decode(errors="replace").strip("\x00\n ")
-            if p.endswith("model") and "NVIDIA" not in txt and "Jetson" not in txt:
-                continue
-            return txt.splitlines()[0][:120]
-        except OSError:
-            continue
-    return None
+    j = jetson_facts()
+    if j is None:
+        return None
+    return (j["l4t"] or j["model"] or "Jetson")[:120]
 
 
 def run_doctor() -> DoctorReport:
@@ -96,13 +66,13 @@ def run_doctor() -> DoctorReport:
 
     Returns:
         A :class:`DoctorReport` with one :class:`Check` per item and, per backend name of
-        :func:`edgecrack.runtime.open_backend`, None (usable) or the reason it is not.
+        :mod:`edgecrack.runtime.registry`, None (usable) or the reason it is not.
     """
     from . import __version__
 
     rep = DoctorReport()
     rep.machine = {"edgecrack": __version__, "python": platform.python_version(), "os": platform.platform(),
-                   "cpu": _cpu(), "cores": os.cpu_count(), "cpu_int8": _cpu_int8(), "jetson": _jetson()}
+                   "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_int8": int8_isa().summary, "jetson": _jetson()}
     add = rep.checks.append
 
     import numpy as np
@@ -166,13 +136,7 @@ def run_doctor() -> DoctorReport:
     else:
         add(Check("NVIDIA GPU", False, why or "none", "GPU backends need an NVIDIA GPU, its driver, and cuda-python "
                   "or pycuda" + ("" if smi else "; nvidia-smi not found")))
-    trt_v = None
-    try:
-        from .runtime.tensorrt_backend import tensorrt_version
-
-        trt_v = tensorrt_version()
-    except Exception:  # noqa: BLE001
-        trt_v = None
+    trt_v = tensorrt_version()
     if trt_v:
         major = int(trt_v.split(".")[0])
         note = "" if 8 <= major <= 10 else ("FP16/INT8 builds need TensorRT 8.5-10.x" if major >= 11 else
@@ -183,15 +147,8 @@ def run_doctor() -> DoctorReport:
                   "pip install 'edgecrack[trt]' on a machine with an NVIDIA GPU (JetPack ships it); "
                   "CPU INT8 instead: edgecrack build-engine MODEL --precision int8 --target cpu"))
 
-    # backends, by the names open_backend records
-    from .runtime import OnnxRuntimeBackend
-    from .runtime.tensorrt_backend import TensorRTBackend
-    from .runtime.torch_backend import TorchBackend
+    # backends, by the registry's names (the ones open_backend walks in auto, then eager PyTorch)
+    from .runtime.registry import AUTO_ORDER, probe_backend
 
-    rep.backends = {
-        "tensorrt": TensorRTBackend.probe(),
-        "onnxruntime-cuda": OnnxRuntimeBackend.probe("cuda"),
-        "onnxruntime-cpu": OnnxRuntimeBackend.probe("cpu"),
-        "torch": TorchBackend.probe("cpu"),
-    }
+    rep.backends = {name: probe_backend(name) for name in (*AUTO_ORDER, "torch-cpu")}
     return rep

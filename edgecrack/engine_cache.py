@@ -32,30 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .artifacts import ENGINE_SUFFIXES, EngineFacts, precision_onnx_path, resolve_artifact
 from .errors import ArtifactError, ConfigError, EdgecrackError
 from .io import sha256_file
 from .manifest import Manifest, read_manifest, sidecar_path, verify_onnx_file
+from .platform import MachineFacts, engine_matches_machine, engine_mismatch, probe_machine
+
+__all__ = ["MachineFacts", "probe_machine", "EngineDecision", "CacheState", "engine_cache_key", "cached_engine_path",
+           "mismatch_with_facts", "inspect_cache", "ensure_engine", "main"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
-ENGINE_SUFFIX = ".engine"
-
-
-@dataclass(frozen=True)
-class MachineFacts:
-    """What makes a TensorRT plan valid on a machine.
-
-    Attributes:
-        tensorrt_version: Installed TensorRT release, e.g. ``10.3.0``.
-        gpu_name: CUDA device name, e.g. ``Orin``.
-        compute_capability: ``major.minor``, e.g. ``8.7``.
-    """
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-
-    def describe(self) -> str:
-        return f"TensorRT {self.tensorrt_version} on {self.gpu_name} (sm {self.compute_capability})"
+ENGINE_SUFFIX = ENGINE_SUFFIXES[0]
 
 
 @dataclass
@@ -109,19 +96,9 @@ def cached_engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: 
     return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.{key}{ENGINE_SUFFIX}"
 
 
-def _same_trt(a: str, b: str) -> bool:
-    return str(a).split(".")[:3] == str(b).split(".")[:3]
-
-
 def mismatch_with_facts(manifest: Manifest, machine: MachineFacts) -> str | None:
     """Why an engine (by its manifest) cannot run on ``machine``; None when it can."""
-    ex = manifest.extra
-    built = f"TensorRT {ex.get('tensorrt_version', '?')} on {ex.get('gpu_name', '?')} (sm {ex.get('compute_capability', '?')})"
-    if not _same_trt(str(ex.get("tensorrt_version", "")), machine.tensorrt_version):
-        return f"built with {built}, this machine has {machine.describe()}"
-    if str(ex.get("compute_capability")) != machine.compute_capability or ex.get("gpu_name") != machine.gpu_name:
-        return f"built for {built}, this machine has {machine.describe()}"
-    return None
+    return engine_mismatch(EngineFacts.from_manifest(manifest), machine)
 
 
 def _engine_problem(engine: Path, onnx_sha: str, precision: str, calib_hash: str | None,
@@ -145,20 +122,21 @@ def _engine_problem(engine: Path, onnx_sha: str, precision: str, calib_hash: str
         return f"unreadable sidecar manifest ({e.message})", "broken"
     if m.kind != "tensorrt":
         return f"its sidecar describes a {m.kind!r} artifact, not an engine", "broken"
-    if (m.extra.get("onnx_sha256") or m.parent) != onnx_sha:
+    facts = EngineFacts.from_manifest(m)
+    if facts.onnx_sha256 != onnx_sha:
         return "built from another ONNX model", "other-model"
     why = matches(m)
     if why:
         return why, "machine"
-    want = m.extra.get("plan_bytes")
+    want = facts.plan_bytes
     size = engine.stat().st_size if engine.is_file() else 0
-    if size == 0 or (want is not None and size != int(want)):
+    if size == 0 or (want is not None and size != want):
         return f"plan is truncated ({size} bytes, its sidecar says {want})", "broken"
-    if m.extra.get("precision") != precision:
-        return f"precision {m.extra.get('precision')} (wanted {precision})", "variant"
-    if precision == "int8" and m.extra.get("calibration_hash") != calib_hash:
+    if facts.precision != precision:
+        return f"precision {facts.precision} (wanted {precision})", "variant"
+    if precision == "int8" and facts.calibration_hash != calib_hash:
         return "calibrated on another calibration set", "variant"
-    want_sha = m.extra.get("plan_sha256")
+    want_sha = facts.plan_sha256
     if not want_sha:
         return "its sidecar records no plan sha256, so the plan cannot be verified", "broken"
     if sha256_file(engine) != want_sha:
@@ -208,21 +186,6 @@ def inspect_cache(onnx_path: str | Path, cache_dir: str | Path, precision: str, 
     if why:
         return CacheState(target, False, f"cached engine {target.name} cannot be reused: {why}", stale)
     return CacheState(target, True, f"cached engine {target.name} matches {machine.describe()}", stale)
-
-
-def probe_machine(device_index: int = 0) -> tuple[MachineFacts | None, str | None]:
-    """This machine's TensorRT version and GPU, or (None, why TensorRT cannot run here)."""
-    from .runtime.tensorrt_backend import tensorrt_version
-
-    trt = tensorrt_version()
-    if trt is None:
-        return None, "TensorRT is not installed (JetPack's python3-libnvinfer, or pip install 'edgecrack[trt]')"
-    from .runtime._cuda import gpu_or_reason
-
-    _, gpu, why = gpu_or_reason(device_index)
-    if gpu is None:
-        return None, f"no usable NVIDIA GPU: {why}"
-    return MachineFacts(trt, gpu.name, gpu.compute_capability), None
 
 
 @contextmanager
@@ -277,14 +240,10 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
         ArtifactError: Missing ONNX or manifest; the build failed.
         BackendUnavailable: The GPU cannot build this precision (e.g. INT8 on a Jetson Nano).
     """
-    from .runtime import resolve_artifact
-
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
     onnx_path = resolve_artifact(onnx_path)
-    from .export.precision import default_precision_path
-
-    if precision == "int8" and calib is None and not default_precision_path(onnx_path, "int8").is_file():
+    if precision == "int8" and calib is None and not precision_onnx_path(onnx_path, "int8").is_file():
         raise ConfigError("INT8 engines need model.qdq.onnx next to model.onnx (TensorRT 10/11) or a calibration set "
                           "(TensorRT 8.x)", "ship model.qdq.onnx (edgecrack export RUN --precision int8), pass "
                           "--calib FOLDER, or use --precision fp16")
@@ -301,8 +260,6 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
         if machine is None:
             return EngineDecision(None, f"TensorRT cannot run here: {why}", "unavailable")
         if matches is None:
-            from .runtime.tensorrt_backend import engine_matches_machine
-
             matches = lambda m: engine_matches_machine(m, device_index)  # noqa: E731
     calib_hash = _calib_hash(calib) if precision == "int8" else None
     onnx_sha = sha256_file(onnx_path)
@@ -326,7 +283,7 @@ def ensure_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str =
             from .export.tensorrt import engine_from_onnx as build
         path, em = build(onnx_path, state.target, precision=precision, calib=calib, progress=progress)
         return EngineDecision(Path(path), f"{state.reason}: built {Path(path).name} "
-                              f"in {em.extra.get('build_seconds', '?')} s", "built", key, pruned, em)
+                              f"in {EngineFacts.from_manifest(em).build_seconds or '?'} s", "built", key, pruned, em)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fallback-onnx", action="store_true", help="run the ONNX model when the engine build fails")
     ap.add_argument("--require-engine", action="store_true", help="exit 1 when TensorRT cannot run here")
     args = ap.parse_args(argv)
-    from .runtime import resolve_artifact
 
     def say(msg: str) -> None:
         print(f"edgecrack engine cache: {msg}", file=sys.stderr, flush=True)

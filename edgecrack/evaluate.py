@@ -9,8 +9,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .artifacts import run_artifacts
+from .compare import Agreement, compare_probs
 from .data import CRACKED, UNCRACKED, discover, label_from_name, list_images, merge_sdnet
-from .errors import DatasetError, ImageDecodeError
+from .errors import DatasetError, EdgecrackError, ImageDecodeError
 from .io import atomic_write_json
 from .loop.postprocess import predict_labels
 from .metrics import classification_report
@@ -186,21 +188,10 @@ class ArtifactComparison:
 
 
 def artifacts_of_run(run: str | Path) -> list[Path]:
-    """Deployable artifacts of a run folder: ``model.onnx`` first, then other ONNX models, then engines."""
-    from .runtime import ENGINE_SUFFIXES
-
+    """Deployable artifacts of a run folder (or of an artifact's folder): ``model.onnx`` first, then
+    other ONNX models, then engines (:func:`edgecrack.artifacts.run_artifacts`)."""
     run = Path(run)
-    if run.is_file():
-        run = run.parent
-    if not run.is_dir():
-        raise DatasetError(f"run folder not found: {run}", "pass the folder written by edgecrack train --out")
-    onnx = sorted(run.glob("*.onnx"), key=lambda p: (p.name != "model.onnx", p.name))
-    engines = sorted(p for p in run.iterdir() if p.suffix.lower() in ENGINE_SUFFIXES)
-    if not onnx and not engines:
-        from .errors import ArtifactError
-
-        raise ArtifactError(f"{run} holds no .onnx model or engine", f"export it: edgecrack export {run}")
-    return onnx + engines
+    return [a.path for a in run_artifacts(run.parent if run.is_file() else run, checkpoint=False)]
 
 
 def evaluate_all(run: str | Path, data: str | Path, label_from: str = "folder", batch_size: int = 16,
@@ -214,36 +205,34 @@ def evaluate_all(run: str | Path, data: str | Path, label_from: str = "folder", 
         DatasetError: No labelled images.
         ArtifactError: The run holds no artifact.
     """
-    from .errors import EdgecrackError
-    from .manifest import read_manifest
-    from .runtime import is_engine
-
     rows: list[ArtifactComparison] = []
     ref: ArtifactComparison | None = None
-    for path in artifacts_of_run(run):
-        try:
-            m = read_manifest(path)
-        except EdgecrackError as e:
-            rows.append(ArtifactComparison(path, "?", "?", error=e.message))
+    run = Path(run)
+    arts = run_artifacts(run.parent if run.is_file() else run, checkpoint=False)
+    ref_manifest = None
+    for art in arts:
+        if art.manifest is None:
+            rows.append(ArtifactComparison(art.path, "?", "?", error=art.error))
             continue
-        precision = m.extra.get("precision") or ("int8" if m.kind == "onnx-int8" else "fp32")
-        row = ArtifactComparison(path, m.kind, precision)
+        row = ArtifactComparison(art.path, art.kind, art.precision)
+        engine = art.family == "engine"
         try:
-            sel = open_backend(path, "tensorrt" if is_engine(path) else "auto", strict=is_engine(path), threads=threads)
-            row.result = evaluate(path, data, label_from=label_from, batch_size=batch_size, selection=sel)
+            sel = open_backend(art.path, "tensorrt" if engine else "auto", strict=engine, threads=threads)
+            row.result = evaluate(art.path, data, label_from=label_from, batch_size=batch_size, selection=sel)
         except EdgecrackError as e:
             row.error = e.message
         rows.append(row)
-        if ref is None and m.kind == "onnx" and precision == "fp32" and row.result is not None:
-            ref = row
+        if ref is None and art.kind == "onnx" and art.precision == "fp32" and row.result is not None:
+            ref, ref_manifest = row, art.manifest
     if ref is not None:
-        base = {p.image: p.predicted for p in ref.result.predictions}
-        for row in rows:
-            if row.result is None:
-                continue
-            row.accuracy_delta_points = round((row.result.metrics["accuracy"] - ref.result.metrics["accuracy"]) * 100, 3)
-            same = [p.predicted == base[p.image] for p in row.result.predictions if p.image in base]
-            row.agreement = float(np.mean(same)) if same else None
+        for row, art in zip(rows, arts):
+            if row.result is not None:
+                agree = _agreement(row.result, ref.result, art.manifest, ref_manifest)
+                row.accuracy_delta_points = agree.accuracy_delta_points
+                if row.accuracy_delta_points is None:
+                    d = row.result.metrics["accuracy"] - ref.result.metrics["accuracy"]
+                    row.accuracy_delta_points = round(d * 100, 3)
+                row.agreement = agree.decision_agreement if agree.n else None
     if out is not None:
         atomic_write_json(out, {"run": str(run), "data": str(data), "artifacts": [
             {"artifact": str(r.artifact), "kind": r.kind, "precision": r.precision, "error": r.error,
@@ -251,3 +240,19 @@ def evaluate_all(run: str | Path, data: str | Path, label_from: str = "folder", 
              "backend": r.result.backend if r.result else None, "metrics": r.result.metrics if r.result else None}
             for r in rows]})
     return rows
+
+
+def _agreement(res: EvalResult, ref: EvalResult, m, m_ref) -> Agreement:
+    """Compare two evaluations on the images both scored, each model at its own threshold."""
+    by_image = {p.image: p for p in ref.predictions}
+    common = [p for p in res.predictions if p.image in by_image]
+    labels = m.labels
+
+    def probs(ps: list[Prediction]) -> np.ndarray:
+        return np.array([[p.probs[lab] for lab in labels] for p in ps], dtype=np.float64).reshape(-1, len(labels))
+
+    # Labels from the folder names when every image has one (a merged SDNET2018 tree has none).
+    y = (np.array([labels.index(p.actual) for p in common], dtype=int)
+         if common and all(p.actual in labels for p in common) else None)
+    return compare_probs(probs(common), probs([by_image[p.image] for p in common]), y, m.positive_index,
+                         m.threshold, m_ref.threshold)

@@ -82,7 +82,8 @@ def test_video_every_frame_batch_invariant_with_stage_times(tiny_run, tmp_path, 
     assert s.stages["latency"]["p50_ms"] > 0
     r = c.results[3]
     assert set(r.stages) == set(STAGES) and r.latency_ms >= r.stages["inference"]
-    assert s.fps == pytest.approx(s.frames / s.seconds, rel=1e-2)
+    # seconds is rounded to 1 ms: a fast run (the tiny model takes ~30 ms) carries that rounding
+    assert s.fps == pytest.approx(s.frames / s.seconds, rel=max(1e-2, 0.0006 / s.seconds))
 
 
 @pytest.mark.slow  # trains the session model when no other test has

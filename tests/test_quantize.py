@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgecrack.cli import app
 from edgecrack.errors import ConfigError
-from edgecrack.cpu import int8_isa
+from edgecrack.platform import int8_isa
 from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, head_nodes, int8_from_onnx, preprocessing_nodes
 from edgecrack.manifest import manifest_from_onnx, read_manifest, sidecar_path
 from edgecrack.runtime import open_backend

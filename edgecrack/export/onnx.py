@@ -72,7 +72,7 @@ def sha256_bytes(b: bytes) -> str:
 
 
 def parity_torch_vs_ort(net, onnx_blob: bytes, batch: np.ndarray) -> dict:
-    """Compare PyTorch and onnxruntime probabilities on a real uint8 batch.
+    """Compare PyTorch and onnxruntime probabilities on a real uint8 batch (:mod:`edgecrack.compare`).
 
     Returns:
         ``max_abs_diff``, ``top1_agreement`` (fraction), ``n``.
@@ -80,16 +80,17 @@ def parity_torch_vs_ort(net, onnx_blob: bytes, batch: np.ndarray) -> dict:
     import onnxruntime as ort
     import torch
 
+    from ..compare import compare_runners
+
     sess = ort.InferenceSession(onnx_blob, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0].name
-    ort_p = sess.run(None, {inp: batch})[0]
-    with torch.inference_mode():
-        t_p = net.eval().cpu()(torch.from_numpy(batch)).numpy()
-    return {
-        "n": int(len(batch)),
-        "max_abs_diff": float(np.abs(ort_p - t_p).max()) if len(batch) else 0.0,
-        "top1_agreement": float((ort_p.argmax(1) == t_p.argmax(1)).mean()) if len(batch) else 1.0,
-    }
+    net = net.eval().cpu()
+
+    def torch_probs(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    _, (_, agree) = compare_runners([sess, torch_probs], batch)
+    return {"n": agree.n, "max_abs_diff": agree.max_abs_diff, "top1_agreement": agree.top1_agreement}
 
 
 def export_onnx(net, manifest: Manifest, out_path: str | Path, parity_batch: np.ndarray | None = None,

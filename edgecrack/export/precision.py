@@ -15,7 +15,7 @@ Both are evaluated through onnxruntime against FP32 on the run's held-out images
 test split) with top-1 agreement reported. The Q/DQ model is evaluated in reference arithmetic
 (Q/DQ executed as written, no fused integer kernels): that is what TensorRT computes (int8
 products, 32-bit accumulation); onnxruntime's fused x86 kernels without VNNI saturate int16 pair
-sums and would judge the artifact by a CPU quirk it never meets on a GPU (see :mod:`edgecrack.cpu`).
+sums and would judge the artifact by a CPU quirk it never meets on a GPU (see :mod:`edgecrack.platform`).
 
 Chosen over NVIDIA Model Optimizer (``nvidia-modelopt``): see docs/deploy-artifacts.md.
 """
@@ -39,6 +39,10 @@ from ..manifest import Manifest, read_manifest, write_manifest
 Progress = Callable[[str, int, int], None]
 BUDGETS = {"fp16": 0.005, "int8": 0.01}
 CALIBRATION_IMAGES = 64
+#: Training images (outside the calibration set) the mixed-precision search is scored on.
+SEARCH_IMAGES = 160
+#: Most backbone units (of 18 in EfficientNet-Lite0) the INT8 search keeps float.
+MAX_FLOAT_UNITS = 8
 
 
 # -- the run's own images ------------------------------------------------------------------
@@ -66,6 +70,28 @@ def calibration_for(onnx_path: Path, calib: str | Path | None, n: int = CALIBRAT
     return CalibrationSource(run, [p for p, _, _ in picked], [lab for _, lab, _ in picked],
                              calibration_hash([sha for _, _, sha in picked]),
                              {"source": f"{run} training split", "seed": seed, "n": len(picked)})
+
+
+def search_images_for(onnx_path: Path, calib: CalibrationSource, m: Manifest, n: int = SEARCH_IMAGES) -> np.ndarray:
+    """Images the mixed-precision search scores models on: training images that did not set the
+    ranges (a seeded stratified draw), else the calibration images when the model has no run.
+
+    Scored on the calibration images themselves, one float unit "reached" 100 % agreement on the
+    224 px default where the held-out images then gave 95.8 %: ranges fitted to a set flatter it.
+    """
+    from ..preprocess import decode_image, preprocess
+    from ..splits import run_dir_of, run_split, stratified_draw, verified
+
+    run = run_dir_of(onnx_path)
+    if run is not None:
+        from ..data import content_hash
+
+        cal = {content_hash(p) for p in calib.paths}
+        rest = [it for it in run_split(run, "train") if it[2] not in cal]
+        picked = verified(stratified_draw(rest, n, seed=1), "training") if len(rest) >= 32 else []
+        if picked:
+            return preprocess([decode_image(p) for p, _, _ in picked], m.input)
+    return np.concatenate(list(calib.batches(m.input, 32)))
 
 
 def eval_images_for(onnx_path: Path, eval_data: str | Path | None, manifest: Manifest, calib: CalibrationSource
@@ -204,20 +230,23 @@ class PrecisionResult:
 
 def default_precision_path(onnx_path: str | Path, precision: str) -> Path:
     """``model.onnx`` -> ``model.fp16.onnx`` (fp16) / ``model.qdq.onnx`` (int8), from any sibling."""
-    p = fp32_sibling(onnx_path)
-    return p.with_name(f"{p.stem}.{'fp16' if precision == 'fp16' else 'qdq'}.onnx")
+    from ..artifacts import precision_onnx_path
+
+    return precision_onnx_path(onnx_path, precision)
 
 
 def fp32_sibling(onnx_path: str | Path) -> Path:
     """The FP32 model a precision variant sits next to: ``model.qdq.onnx`` -> ``model.onnx``."""
-    p = Path(onnx_path)
-    return p.with_name(p.name.split(".")[0] + ".onnx")
+    from ..artifacts import fp32_sibling as sibling
+
+    return sibling(onnx_path)
 
 
 def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: str | Path | None = None,
                              calib: str | Path | None = None, eval_data: str | Path | None = None,
                              budget: float | None = None, threads: int | None = None,
-                             progress: Progress | None = None) -> PrecisionResult:
+                             progress: Progress | None = None, min_agreement: float = 0.99,
+                             max_float: int = MAX_FLOAT_UNITS) -> PrecisionResult:
     """Write ``model.fp16.onnx`` or the TensorRT Q/DQ ``model.qdq.onnx`` from an FP32 edgecrack ONNX.
 
     Args:
@@ -229,6 +258,9 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
         budget: Largest accuracy drop vs FP32 as a fraction (default 0.005 FP16, 0.01 INT8).
         threads: onnxruntime threads.
         progress: ``(phase, done, total)`` callback.
+        min_agreement: INT8: smallest top-1 agreement with FP32 on the held-out images; also the
+            target of the mixed-precision search on the calibration images.
+        max_float: INT8: most backbone units kept float by that search (0: all INT8).
 
     Raises:
         ArtifactError: Over budget (nothing written) or not an FP32 edgecrack ONNX.
@@ -257,6 +289,7 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
     p0 = probs_of(session(src, threads), x, m.input_name)
     say("FP32 reference", 1, 1)
     extra: dict = {"precision": precision}
+    mixed_record: dict = {}
     if precision == "fp16":
         say("converting to FP16", 0, 1)
         model = fp16_graph(onnx.load_from_string(src))
@@ -264,14 +297,14 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
         p = probs_of(session(blob, threads), x, m.input_name)
         extra["format"] = "fp16"
     else:
-        blob = _qdq_blob(onnx_path, calib_src, m, say)
+        blob, mixed_record = _qdq_blob(onnx_path, calib_src, m, say, min_agreement, max_float, threads)
         p = probs_of(session(blob, threads, reference=True), x, m.input_name)
         extra.update({"format": "qdq-tensorrt", "activations": "int8 symmetric per-tensor",
                       "weights": "int8 symmetric per-channel", "bias": "float",
                       "evaluated_as": "onnxruntime reference arithmetic (Q/DQ as written, no fused kernels)",
                       "calibration_hash": calib_src.hash, "calibration_images": len(calib_src),
                       "calibration_set": str(calib_src.meta.get("source") or calib_src.root),
-                      "calibrate_method": "minmax (moving average)"})
+                      "calibrate_method": "minmax (moving average)", "mixed_precision": mixed_record})
     fid = fidelity(p, p0, y, m)
     ready = tensorrt_readiness(blob)
     if not ready.ok:
@@ -281,6 +314,12 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
                             f"({fid.accuracy:.3f} vs {fid.fp32_accuracy:.3f}, top-1 agreement "
                             f"{fid.top1_agreement * 100:.1f} %, on {where}); budget {budget * 100:.1f}: nothing written",
                             "keep FP32 (model.onnx), or pass a larger --calib set for INT8")
+    if fid.top1_agreement < min_agreement - 1e-9:
+        floats = f", {len(mixed_record['float_units'])} backbone units kept float" if precision == "int8" else ""
+        raise ArtifactError(f"{precision.upper()} agrees with FP32 on {fid.top1_agreement * 100:.1f} % of {where} "
+                            f"(needed {min_agreement * 100:.0f} %{floats}; accuracy {fid.accuracy:.3f} vs "
+                            f"{fid.fp32_accuracy:.3f}): nothing written",
+                            "keep FP32/FP16 on this model, or allow more float units (--max-float-units)")
     onnx_sha = hashlib.sha256(src).hexdigest()
     extra.update({"onnx_sha256": onnx_sha, "fidelity_vs_fp32": asdict(fid), "budget_points": budget * 100,
                   "eval": where, "tensorrt_ready": True})
@@ -298,12 +337,18 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
                            time.perf_counter() - t0)
 
 
-def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progress) -> bytes:
+def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progress, target: float,
+              max_float: int, threads: int | None) -> tuple[bytes, dict]:
     """Symmetric int8 Q/DQ graph (TensorRT explicit quantization) calibrated on ``calib``.
 
     ``Clip`` (ReLU6) is in the quantized op set so a convolution's output is quantized with the
     clipped [0, 6] range rather than its raw pre-activation range (-30..40 on this backbone):
     measured on the 224 px default, top-1 agreement 85.8 % -> 93.3 % on 120 held-out images.
+    The most sensitive backbone units stay float until the decisions on the calibration images
+    agree with FP32's (:mod:`edgecrack.export.mixed`).
+
+    Returns:
+        (model bytes, the mixed-precision record for the manifest)
     """
     try:
         import onnx
@@ -311,31 +356,48 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     except ImportError as e:
         raise BackendUnavailable(f"INT8 Q/DQ export needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
+    from . import mixed
     from .quantize import _quiet_root_logger, float_nodes
 
+    ops = ["Conv", "Add", "Clip"]
     base = onnx.load(str(onnx_path))
     keep = [p for p in base.metadata_props if not p.key.startswith("edgecrack")]
     del base.metadata_props[:]
     base.metadata_props.extend(keep)
+    always_float = float_nodes(base)
+    quantizable = [n.name for n in base.graph.node if n.op_type in ops and n.name not in set(always_float)]
+    x_cal = np.concatenate(list(calib.batches(m.input, 32)))
+    x = search_images_for(onnx_path, calib, m)
+    p0 = probs_of(session(onnx_path.read_bytes(), threads), x, m.input_name)
     with tempfile.TemporaryDirectory(prefix="edgecrack-qdq-") as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "qdq.onnx"
+        pre, out, cache = Path(tmp) / "pre.onnx", Path(tmp) / "qdq.onnx", Path(tmp) / "ranges.json"
         onnx.save(base, str(pre))
         say(f"calibrating on {len(calib)} images", 0, 1)
 
         class _Reader:
             def __init__(self):
-                self._it = calib.batches(m.input, 8)
+                self._it = iter([x_cal[i:i + 8] for i in range(0, len(x_cal), 8)])
 
             def get_next(self):
                 b = next(self._it, None)
                 return None if b is None else {m.input_name: b}
 
-        with _quiet_root_logger():
-            quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            reduce_range=False, nodes_to_exclude=float_nodes(base),
-                            op_types_to_quantize=["Conv", "Add", "Clip"], calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "QuantizeBias": False, "CalibMovingAverage": True})
+        def quantize(extra_float: set[str]) -> bytes:
+            # The first call calibrates and caches the ranges; the search's calls reuse them.
+            with _quiet_root_logger():
+                quantize_static(str(pre), str(out), None if cache.is_file() else _Reader(),
+                                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                                nodes_to_exclude=always_float + sorted(extra_float), op_types_to_quantize=ops,
+                                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                               "QuantizeBias": False, "CalibMovingAverage": True})
+            return out.read_bytes()
+
+        def agreement(blob: bytes) -> mixed.Score:
+            p = probs_of(session(blob, threads, reference=True), x, m.input_name)
+            return mixed.Score(float((p.argmax(1) == p0.argmax(1)).mean()), mixed.logit_shift(p, p0, m.positive_index))
+
+        found = mixed.search(mixed.backbone_units(base, quantizable), quantize, agreement, target, max_float, say)
         say(f"calibrating on {len(calib)} images", 1, 1)
-        return out.read_bytes()
+        return found.blob, found.record()

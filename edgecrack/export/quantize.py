@@ -11,7 +11,7 @@ An INT8 model is written only when it is within the accuracy budget, agrees with
 least ``min_agreement`` of the held-out images (top-1) *and* runs at least ``min_speedup`` times
 faster than FP32 at the selected batch on this machine; otherwise nothing is written and the
 error carries every measured number. Weights are quantized to 7 bits on x86 without VNNI
-(:mod:`edgecrack.cpu` says why). Calibration and the checks default to the run's own images
+(:mod:`edgecrack.platform` says why). Calibration and the checks default to the run's own images
 (:mod:`edgecrack.splits`).
 
 The graph input is ``uint8 NHWC BGR`` followed by the preprocessing ops (Cast, Transpose,
@@ -256,7 +256,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     except ImportError as e:
         raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
-    from ..cpu import cpu_name, int8_isa
+    from ..platform import cpu_name, int8_isa
     from .precision import calibration_for, decisions, eval_images_for, session
 
     say = progress or (lambda *_: None)

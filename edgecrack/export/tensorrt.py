@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..artifacts import engine_path, fp32_sibling, precision_of, precision_onnx_path
 from ..calibration import CalibrationSource, load_calibration
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes, sha256_file  # noqa: F401 - sha256_file re-exported
@@ -52,8 +53,7 @@ Progress = Callable[[str, int, int], None]
 
 def default_engine_path(onnx_path: str | Path, precision: str) -> Path:
     """``runs/deck/model.onnx`` + ``fp16`` -> ``runs/deck/model.fp16.engine``."""
-    p = Path(onnx_path)
-    return p.with_name(f"{p.stem}.{precision}.engine")
+    return engine_path(onnx_path, precision)
 
 
 def default_tensorrt_cache_dir() -> Path:
@@ -315,13 +315,11 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
 
     trt_version = str(trt.__version__)
     major = int(trt_version.split(".")[0])
-    from .precision import default_precision_path, fp32_sibling
-
     fp32_onnx = onnx_path
-    src_precision = manifest.extra.get("precision", "fp32")
+    src_precision = precision_of(manifest)
     if src_precision != "fp32" and fp32_sibling(onnx_path).is_file():
         fp32_onnx = fp32_sibling(onnx_path)
-    siblings = {p: default_precision_path(fp32_onnx, p) for p in ("fp16", "int8")}
+    siblings = {p: precision_onnx_path(fp32_onnx, p) for p in ("fp16", "int8")}
     mode = build_mode(major, cfg.precision, src_precision, {p: f.is_file() for p, f in siblings.items()})
     cfg.precision = src_precision if src_precision != "fp32" else cfg.precision
     if mode["onnx"] != src_precision:
@@ -470,7 +468,8 @@ def _slug(s: str) -> str:
 
 def _parity_vs_onnx(engine: Path, em: Manifest, onnx_path: Path, om: Manifest, source: CalibrationSource | None,
                     n: int) -> dict:
-    """Engine vs onnxruntime FP32 on real images: max |dp|, top-1 agreement."""
+    """Engine vs onnxruntime FP32 on real images: max |dp|, top-1 agreement (:mod:`edgecrack.compare`)."""
+    from ..compare import compare_runners
     from ..data import DEFAULT_DATASET, list_images
     from ..preprocess import preprocess_files
     from ..runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -480,7 +479,5 @@ def _parity_vs_onnx(engine: Path, em: Manifest, onnx_path: Path, om: Manifest, s
     paths = paths[::max(1, len(paths) // n)][:n]
     batch = preprocess_files(paths, om.input)
     with OnnxRuntimeBackend(onnx_path, om) as ref, TensorRTBackend(engine, em) as eng:
-        p_ref = ref.probs(batch)
-        p_eng = eng.probs(batch)
-    return {"n": len(batch), "max_abs_diff": float(np.abs(p_ref - p_eng).max()),
-            "top1_agreement": float((p_ref.argmax(1) == p_eng.argmax(1)).mean())}
+        _, (_, agree) = compare_runners([ref, eng], batch)
+    return {"n": agree.n, "max_abs_diff": agree.max_abs_diff, "top1_agreement": agree.top1_agreement}

@@ -8,19 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ArtifactError, BackendUnavailable, ConfigError, EdgecrackError
-from ..io import sha256_file
+from ..artifacts import (ENGINE_PRECISION_ORDER, ENGINE_SUFFIXES, EngineFacts, check_plan_file, engines_for_onnx,
+                         is_engine, onnx_for_engine, resolve_artifact)
+from ..errors import ArtifactError, BackendUnavailable, EdgecrackError
 from ..manifest import Manifest, read_manifest, sidecar_path
 from .base import Backend
 from .onnxruntime_backend import OnnxRuntimeBackend
+from .registry import PREFERENCES, backend_spec, canonical_backend
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "Selection", "open_backend", "resolve_artifact", "PREFERENCES",
-           "ENGINE_SUFFIXES", "engines_for_onnx", "onnx_for_engine"]
-
-PREFERENCES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "onnxruntime", "torch", "triton")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-#: When several engines sit next to an ONNX model, ``auto`` tries them in this order.
-ENGINE_PRECISION_ORDER = ("fp16", "int8", "fp32")
+           "ENGINE_SUFFIXES", "ENGINE_PRECISION_ORDER", "engines_for_onnx", "onnx_for_engine", "is_engine",
+           "check_plan_file"]
 
 
 @dataclass
@@ -36,90 +34,6 @@ class Selection:
         return "\n".join(lines)
 
 
-def is_engine(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in ENGINE_SUFFIXES
-
-
-def resolve_artifact(path: str | Path) -> Path:
-    """A run folder resolves to its ``model.onnx``; a file to itself.
-
-    Raises:
-        ArtifactError: Nothing usable at ``path``.
-    """
-    p = Path(path)
-    if p.is_dir():
-        cand = p / "model.onnx"
-        if cand.is_file():
-            return cand
-        raise ArtifactError(f"{p} holds no model.onnx", f"train into it (edgecrack train --out {p}) or export it "
-                            f"(edgecrack export {p})")
-    if not p.exists():
-        raise ArtifactError(f"artifact not found: {p}", "pass a run folder, a .onnx model or a .engine file")
-    if p.is_file() and p.stat().st_size == 0:
-        raise ArtifactError(f"{p} is empty (0 bytes): an interrupted copy or export",
-                            "export or build it again (edgecrack export / edgecrack build-engine)")
-    return p
-
-
-def engines_for_onnx(onnx_path: str | Path) -> list[tuple[Path, Manifest | None, str | None]]:
-    """Engines built from this exact ONNX file, found next to it.
-
-    Returns:
-        ``(engine, manifest or None, why unusable or None)`` in :data:`ENGINE_PRECISION_ORDER`.
-        An engine built from another export of the model (different ONNX sha256), or without a
-        readable sidecar, is listed with the reason.
-    """
-    onnx_path = Path(onnx_path)
-    found = sorted(p for p in onnx_path.parent.glob(f"{onnx_path.stem}.*") if is_engine(p) and p.is_file())
-    if not found:
-        return []
-    digest = sha256_file(onnx_path)
-    out = []
-    for eng in found:
-        try:
-            m = read_manifest(eng)
-        except ArtifactError as e:
-            out.append((eng, None, e.message))
-            continue
-        if m.extra.get("onnx_sha256") not in (None, digest):
-            out.append((eng, m, f"built from another export of {onnx_path.name} (ONNX sha256 differs); rebuild it"))
-            continue
-        out.append((eng, m, None))
-    rank = {p: i for i, p in enumerate(ENGINE_PRECISION_ORDER)}
-    out.sort(key=lambda t: rank.get((t[1].extra.get("precision") if t[1] else None), len(rank)))
-    return out
-
-
-def onnx_for_engine(engine: str | Path, manifest: Manifest | None) -> Path | None:
-    """The ONNX model an engine was built from, when it sits next to the engine."""
-    engine = Path(engine)
-    names = []
-    if manifest is not None and manifest.extra.get("onnx_file"):
-        names.append(manifest.extra["onnx_file"])
-    names.append("model.onnx")
-    for n in names:
-        cand = engine.parent / n
-        if cand.is_file():
-            return cand
-    return None
-
-
-def check_plan_file(path: Path, manifest: Manifest) -> None:
-    """Size and sha256 of an engine plan against its sidecar (no TensorRT needed).
-
-    Raises:
-        ArtifactError: The plan is truncated or its bytes changed since it was built.
-    """
-    want_n = manifest.extra.get("plan_bytes")
-    have_n = path.stat().st_size
-    fix = "rebuild it: edgecrack build-engine <model.onnx> --precision " + str(manifest.extra.get("precision", "fp16"))
-    if want_n is not None and have_n != want_n:
-        raise ArtifactError(f"{path} is truncated or corrupt: {have_n} bytes, its sidecar says {want_n}", fix)
-    want_h = manifest.extra.get("plan_sha256")
-    if want_h is not None and sha256_file(path) != want_h:
-        raise ArtifactError(f"{path} is corrupt: its sha256 differs from the one recorded at build time", fix)
-
-
 def _open_engine(path: Path, manifest: Manifest) -> Backend:
     from .tensorrt_backend import TensorRTBackend
 
@@ -128,7 +42,7 @@ def _open_engine(path: Path, manifest: Manifest) -> Backend:
     if why:
         raise BackendUnavailable(f"TensorRT cannot run {path.name} here: {why}",
                                  f"use the ONNX model with --backend onnxruntime-cpu, or run on the machine the engine "
-                                 f"was built for ({manifest.extra.get('gpu_name', '?')})")
+                                 f"was built for ({EngineFacts.from_manifest(manifest).gpu_name or '?'})")
     return TensorRTBackend(path, manifest).load()
 
 
@@ -173,7 +87,7 @@ def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = Fals
 
     Args:
         artifact: Run folder, ``.onnx`` file (FP32 or INT8) or TensorRT engine (``.engine``).
-        prefer: One of :data:`PREFERENCES`.
+        prefer: ``auto`` or a backend name or alias of :mod:`edgecrack.runtime.registry`.
         strict: Raise instead of falling back past an engine (one that was given, or found next
             to the ONNX) that cannot run here. An explicit ``prefer`` never falls back.
         threads: CPU threads for onnxruntime.
@@ -186,20 +100,18 @@ def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = Fals
         BackendUnavailable: Nothing can run it (or the preferred backend cannot).
         ConfigError: Unknown ``prefer``.
     """
-    if prefer not in PREFERENCES:
-        raise ConfigError(f"unknown backend {prefer!r}", f"choose one of: {', '.join(PREFERENCES)}")
+    prefer = canonical_backend(prefer, allow_auto=True)
     path = resolve_artifact(artifact)
-    if prefer == "onnxruntime":
-        prefer = "onnxruntime-cpu"
     skipped: list[tuple[str, str]] = []
-    if prefer == "torch":
+    if prefer.startswith("torch-"):
         from .torch_backend import TorchBackend
 
-        why = TorchBackend.probe("cpu")
+        dev = backend_spec(prefer).device
+        why = TorchBackend.probe(dev)
         if why:
             raise BackendUnavailable(f"torch backend cannot run here: {why}", "pip install 'edgecrack[train]'")
         run = Path(artifact) if Path(artifact).is_dir() else path.parent
-        b = TorchBackend(run, read_manifest(run), threads=threads)
+        b = TorchBackend(run, read_manifest(run), device=dev, threads=threads)
         b.load()
         return Selection(b, skipped)
     if prefer == "triton":
@@ -242,7 +154,7 @@ def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = Fals
                     except EdgecrackError as e:
                         why = e.message
                 if strict or prefer == "tensorrt":
-                    prec = (em.extra.get("precision") if em else None) or "fp16"
+                    prec = (EngineFacts.from_manifest(em).precision if em else None) or "fp16"
                     raise ArtifactError(f"{eng}: {why}", f"rebuild it here: edgecrack build-engine {path} --precision "
                                         f"{prec}; or drop --strict to fall back to onnxruntime")
                 skipped.append((f"tensorrt ({eng.name})", why))

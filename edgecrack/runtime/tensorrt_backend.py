@@ -20,56 +20,8 @@ import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
 from ..manifest import Manifest
+from ..platform import engine_matches_machine, tensorrt_version  # noqa: F401 - re-exported: one home in platform
 from .base import Backend
-
-
-def tensorrt_version() -> str | None:
-    """Installed TensorRT version, or None when the Python package is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        return None
-    except Exception:  # noqa: BLE001 - a broken install (missing libnvinfer) raises OSError etc.
-        return None
-    return str(trt.__version__)
-
-
-def _same_trt_version(a: str, b: str) -> bool:
-    # Plans are tied to the exact TensorRT release (major.minor.patch); the 4th field
-    # (build) does not change the plan format.
-    return a.split(".")[:3] == b.split(".")[:3]
-
-
-def engine_matches_machine(manifest: Manifest, device_index: int = 0) -> str | None:
-    """Whether an engine (by its sidecar manifest) can run on this machine.
-
-    Args:
-        manifest: The engine's manifest (``kind == "tensorrt"``).
-        device_index: CUDA device the engine would run on.
-
-    Returns:
-        None when TensorRT version, GPU model and compute capability match; otherwise the
-        reason, naming what the engine was built for and what this machine has.
-    """
-    if manifest.kind != "tensorrt":
-        return f"not a TensorRT engine manifest (kind {manifest.kind!r})"
-    ex = manifest.extra
-    built_trt = str(ex.get("tensorrt_version", "?"))
-    have_trt = tensorrt_version()
-    if have_trt is None:
-        return f"TensorRT is not installed here (the engine needs TensorRT {built_trt})"
-    from ._cuda import gpu_or_reason
-
-    _, gpu, why = gpu_or_reason(device_index)
-    if gpu is None:
-        return f"no usable NVIDIA GPU here: {why}"
-    built_gpu = f"{ex.get('gpu_name', '?')} (sm {ex.get('compute_capability', '?')})"
-    here_gpu = f"{gpu.name} (sm {gpu.compute_capability})"
-    if not _same_trt_version(built_trt, have_trt):
-        return f"engine was built with TensorRT {built_trt}, this machine has TensorRT {have_trt}"
-    if str(ex.get("compute_capability")) != gpu.compute_capability or ex.get("gpu_name") != gpu.name:
-        return f"engine was built for {built_gpu}, this machine has {here_gpu}"
-    return None
 
 
 class TensorRTBackend(Backend):

@@ -11,9 +11,10 @@ from ..types import FrameResult, RunInfo, RunSummary, Sink
 
 def display_problem() -> str | None:
     """None when a window can be shown here, else why not."""
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:") and "NONE" in line:
-            return ("this OpenCV has no GUI support (opencv-python-headless); install opencv-python, "
+    from ...platform import opencv_has_gui
+
+    if not opencv_has_gui():
+        return ("this OpenCV has no GUI support (opencv-python-headless); install opencv-python, "
                     "or use --save-video / --save-flagged")
     if os.name != "nt" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "no display (DISPLAY is not set); use --save-video / --save-flagged, or run it on the device's desktop"

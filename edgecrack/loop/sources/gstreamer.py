@@ -18,18 +18,13 @@ import cv2
 import numpy as np
 
 from ...errors import SourceError
+from ...platform import opencv_has_gstreamer
 from ...redact import redact
 from ..config import SourceOptions, check_gstreamer_mode
 from .live import LiveSource, _Capture
 from .opencv import _cv_open
 
 
-def opencv_has_gstreamer() -> bool:
-    """Whether this OpenCV build can open GStreamer pipelines itself."""
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GStreamer:"):
-            return "YES" in line
-    return False
 
 
 def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: float = 30, flip: int = 0,
