@@ -1,6 +1,6 @@
 """Training at scale: wall time and peak RSS of ``edgecrack train`` at 10x the images, per 1,000 images.
 
-Run: ``.venv/bin/python benchmarks/bench_scale.py`` (about 25 minutes on a busy 2-core CPU).
+Run: ``.venv/bin/python benchmarks/bench_scale.py`` (14 minutes on a busy 2-core CPU; ``--baseline`` adds 6).
 Writes ``benchmarks/scale/scale.json`` and ``benchmarks/scale/scale.md``.
 
 Data: synthetic but real-looking images, random crops (70-100 % of the side, resized back to
@@ -155,12 +155,17 @@ def markdown(rep: dict) -> str:
     if rep.get("baseline"):
         b = rep["baseline"]
         lines += [f"Before ({b['source']}, features stacked in RAM), fine-tuned, same data on the same cache:", "",
-                  "| images | peak RSS MB before | after |", "|---|---|---|"]
+                  "| images | peak RSS MB before | after | training s before | after |", "|---|---|---|---|---|"]
         after = {r["images"]: r for r in rep["runs"] if r["mode"] == "fine-tuned" and r["cache"] == "warm"}
         for r in b["runs"]:
-            lines.append(f"| {r['images']} | {r['peak_rss_mb']:.0f} | {after[r['images']]['peak_rss_mb']:.0f} |")
+            a_ = after[r["images"]]
+            lines.append(f"| {r['images']} | {r['peak_rss_mb']:.0f} | {a_['peak_rss_mb']:.0f} | "
+                         f"{r['timings']['training_s'] + r['timings'].get('refit_s', 0.0):.1f} | {a_['training_phase_s']:.1f} |")
+        lines += ["", "| pair | peak RSS MB / 1,000 before | after |", "|---|---|---|"]
         for s in b["slopes"]:
-            lines.append(f"\nBefore: {s['peak_rss_mb_per_1000']:+.0f} MB per 1,000 images ({s['pair'][0]} -> {s['pair'][1]}).")
+            s_after = next(x for x in rep["slopes"] if x["mode"] == "fine-tuned" and x["pair"] == s["pair"])
+            lines.append(f"| {s['pair'][0]} -> {s['pair'][1]} | {s['peak_rss_mb_per_1000']:+.0f} | "
+                         f"{s_after['peak_rss_mb_per_1000']:+.1f} |")
         lines.append("")
     return "\n".join(lines)
 
