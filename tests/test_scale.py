@@ -154,7 +154,8 @@ def _peak_mb(data: Path, out: Path, cache: Path) -> float:
 def test_fine_tuning_memory_does_not_grow_with_images(small_deck, tmp_path):
     """Fine-tuning the top block with the default 8 views: 20x the images (the same 40 real images
     under 20 names each: as many feature rows, no extra trunk work) grows peak RSS by at most
-    100 MB per 1,000 images. Features stacked in RAM grew ~+0.86 GB per 1,000."""
+    100 MB per 1,000 images. Features stacked in RAM grew +0.6 GB per 1,000
+    (benchmarks/scale, before/after)."""
     big = tmp_path / "big"
     for p in small_deck.rglob("*.jpg"):
         (big / p.parent.name).mkdir(parents=True, exist_ok=True)
