@@ -5,7 +5,8 @@ Writes ``benchmarks/train/train.json`` and ``benchmarks/train/train.md``.
 
 - Accuracy: the default ``edgecrack train`` (library call with default options) on each of 5
   stratified folds of the bundled 400 images; the held-out fold is passed as ``--test-dir``, the
-  other 320 images are split by the default policy into training and validation.
+  other 320 images are split by the default policy into training and validation. The same code
+  as ``edgecrack cv`` (:mod:`edgecrack.train.cv`).
 - Wall time: the ``edgecrack train`` command as a subprocess on the bundled data with an empty
   cache (cold) and again with a different ``--epochs`` (warm cache).
 """
@@ -22,12 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgecrack.data import DEFAULT_DATASET, discover, kfold_indices  # noqa: E402
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
@@ -37,50 +36,25 @@ def machine() -> dict:
     return machine_summary()
 
 
-def fold_dirs(tmp: Path, k: int, seed: int) -> list[tuple[Path, Path]]:
-    ds = discover(DEFAULT_DATASET)
-    folds = kfold_indices(ds.labels, k, seed)
-    out = []
-    for i, test_idx in enumerate(folds):
-        tr_dir, te_dir = tmp / f"fold{i}" / "train", tmp / f"fold{i}" / "test"
-        test_set = set(test_idx.tolist())
-        for j, s in enumerate(ds.samples):
-            d = (te_dir if j in test_set else tr_dir) / s.label
-            d.mkdir(parents=True, exist_ok=True)
-            os.symlink(s.path, d / s.path.name)
-        out.append((tr_dir, te_dir))
-    return out
-
-
 def cross_validate(k: int, seed: int, cache: Path, tmp: Path, overrides: dict | None = None) -> dict:
-    """k-fold CV of ``edgecrack train`` (defaults, or ``overrides`` of TrainConfig fields)."""
+    """k-fold CV of ``edgecrack train`` on the bundled data (defaults, or ``overrides`` of TrainConfig
+    fields): :func:`edgecrack.train.cv.cross_validate`, the code behind ``edgecrack cv``."""
     import dataclasses
 
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.train.api import TrainConfig
+    from edgecrack.train.cv import cross_validate as cv
     from edgecrack.train.loop import LoopConfig
 
     over = dict(overrides or {})
     loop_over = over.pop("loop", {})
+    base = TrainConfig(cache_dir=str(cache), **over)
+    base.loop = dataclasses.replace(LoopConfig(), **loop_over)
 
-    accs, aucs, f1s, recs, argmax = [], [], [], [], []
-    for i, (tr, te) in enumerate(fold_dirs(tmp, k, seed)):
-        t0 = time.perf_counter()
-        cfg = TrainConfig(data=str(tr), test_dir=str(te), out=str(tmp / f"run{i}"), cache_dir=str(cache),
-                          plots=False, export=False, **over)
-        cfg.loop = dataclasses.replace(LoopConfig(), **loop_over)
-        res = train(cfg)
-        m = res.metrics["test"]
-        accs.append(m["accuracy"])
-        argmax.append(m["accuracy_argmax"])
-        aucs.append(m.get("roc_auc"))
-        f1s.append(m["per_class"]["CD"]["f1"])
-        recs.append(m["per_class"]["CD"]["recall"])
-        print(f"fold {i}: test accuracy {m['accuracy']:.3f}  ROC-AUC {m.get('roc_auc', 0):.3f}  "
-              f"CD recall {recs[-1]:.3f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
-    return {"folds": k, "seed": seed, "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
-            "accuracy_folds": accs, "accuracy_argmax_mean": float(np.mean(argmax)),
-            "roc_auc_mean": float(np.mean(aucs)), "cracked_f1_mean": float(np.mean(f1s)),
-            "cracked_recall_mean": float(np.mean(recs))}
+    def show(i: int, r: dict) -> None:
+        print(f"fold {i}: test accuracy {r['accuracy']:.3f}  ROC-AUC {r['roc_auc'] or 0:.3f}  "
+              f"CD recall {r['cracked_recall'] or 0:.3f}  ({r['seconds']:.1f}s)", flush=True)
+
+    return cv(None, k, seed, base, tmp / "cv-runs", on_fold=show)
 
 
 def timed_cli(args: list[str], env: dict) -> tuple[float, dict]:

@@ -38,7 +38,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 def _register_all() -> None:
     import importlib
 
-    for mod in ("cli_train", "cli_deploy", "cli_run", "cli_bench", "cli_report"):
+    for mod in ("cli_train", "cli_cv", "cli_deploy", "cli_run", "cli_bench", "cli_report"):
         try:
             m = importlib.import_module(f"edgecrack.{mod}")
         except ModuleNotFoundError as e:

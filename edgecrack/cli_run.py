@@ -60,6 +60,9 @@ def run_cmd(
     max_abandoned: int = typer.Option(3, help="Live sources: captures stuck in a read that never returns before the run "
                                               "fails (exit 1) so its supervisor restarts it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-frame console output (logs and summary only)."),
+    shard: Optional[str] = typer.Option(None, help="K/N: inspect only shard K of N of a folder or glob (a stable hash of "
+                                                   "each image's relative path), so N workers cover every image once; "
+                                                   "merge their --log files with edgecrack report."),
 ) -> None:
     """Inspect a camera, stream, video or image folder for cracks, frame by frame.
 
@@ -78,6 +81,11 @@ def run_cmd(
 
     if (source is None) == (camera is None):
         raise ConfigError("give exactly one of --source and --camera", "e.g. --camera 0, or --source flight.mp4")
+    if shard is not None:
+        from .shard import check_shardable, parse_shard
+
+        shard_kn = parse_shard(shard)
+        check_shardable(source, camera)
     # Every connection problem is reported as an event with what happened; FFmpeg's and OpenCV's
     # own warnings (refused connections, corrupt macroblocks on lossy links) would bury it.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -85,7 +93,8 @@ def run_cmd(
     opts = SourceOptions(width=width, height=height, fps=fps, flip=flip, watchdog_s=watchdog, wait_s=wait,
                          give_up_s=give_up, gstreamer=gstreamer, max_abandoned=max_abandoned,
                          max_pixels=int(max_pixels * 1e6), prefetch_bytes=queue_mb << 20,
-                         telemetry=str(telemetry) if telemetry else None)
+                         telemetry=str(telemetry) if telemetry else None,
+                         shard=shard_kn if shard is not None else None)
     cfg = RunConfig(source=str(camera) if camera is not None else source, model=str(model), backend=backend,
                     strict=strict, url=url, threads=threads, tile=tile, stride=stride, edge=edge, batch=batch, max_tiles=max_tiles,
                     threshold=threshold, min_tiles=min_tiles, smooth=smooth, logs=[str(p) for p in log or []],

@@ -78,7 +78,14 @@ def _metrics_table(metrics: dict, title: str) -> Table:
     return t
 
 
+#: ``train`` options whose config field has another name; ``LOOP_OPTIONS`` live in ``config.loop``.
+OPTION_FIELDS = {"val_fraction": "val_fraction_of_rest", "threshold": "threshold_mode"}
+LOOP_OPTIONS = ("epochs", "batch_size", "lr", "lr_top", "weight_decay", "schedule", "warmup_epochs", "early_stopping",
+                "monitor", "patience", "min_delta", "class_weight", "label_smoothing", "seed", "amp")
+
+
 def train_cmd(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="Dataset folder with one sub-folder per class. Default: the bundled SDNET2018 deck sample (400 images)."),
     out: Path = typer.Option(Path("runs/deck"), "--out", "-o", help="Run folder to write."),
     label_from: str = typer.Option("folder", help="Labels from the 'folder' name or the file name 'prefix' letters."),
@@ -119,7 +126,12 @@ def train_cmd(
     threshold: str = typer.Option("f1", help="Decision threshold: 'f1' maximises cracked-class F1; 'recall' reaches --target-recall."),
     target_recall: float = typer.Option(0.95, help="Cracked-class recall for --threshold recall."),
     seed: int = typer.Option(0, help="Seed of splits, initialisation and shuffling."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (fine-tuning on CUDA runs in mixed precision)."),
+    workers: Optional[int] = typer.Option(None, help="Processes decoding images for the bottleneck phase (default: none on "
+                                                     "CPU, where two threads decode; up to 8 on CUDA). 0: two threads."),
+    amp: bool = typer.Option(True, help="On CUDA, fine-tune under fp16 autocast with a gradient scaler."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Re-run a run: its config.json (or run folder). Options "
+                                                                 "given on the command line override the file's values."),
     cache_dir: Optional[Path] = typer.Option(None, help="Bottleneck cache folder (default $EDGECRACK_CACHE or ~/.cache/edgecrack)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features; do not read or write the cache."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
@@ -128,13 +140,13 @@ def train_cmd(
     plots: bool = typer.Option(True, help="Write PNG plots."),
 ) -> None:
     """Train a crack classifier by transfer learning (bottleneck phase + training phase)."""
-    from .train.api import TrainConfig, train
+    from .train.api import TrainConfig, load_config, train
     from .train.loop import LoopConfig
 
     loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_top=lr_top, weight_decay=weight_decay,
                       schedule=schedule, warmup_epochs=warmup_epochs, early_stopping=early_stopping, monitor=monitor,
                       patience=patience, min_delta=min_delta, class_weight=class_weight, label_smoothing=label_smoothing,
-                      seed=seed)
+                      seed=seed, amp=amp)
     cfg = TrainConfig(data=str(data) if data else None, out=str(out), label_from=label_from, classes=classes,
                       surfaces=[x.strip().upper() for x in surfaces.split(",") if x.strip()] if surfaces else None,
                       val_dir=str(val_dir) if val_dir else None, test_dir=str(test_dir) if test_dir else None,
@@ -142,10 +154,23 @@ def train_cmd(
                       weights=str(weights) if weights else None, allow_download=allow_download, image_size=image_size or None, tta=tta,
                       views=views, pool=pool, dropout=dropout, positive_label=positive_label,
                       threshold_mode=threshold, target_recall=target_recall, solver=solver, refit=refit, device=device,
-                      cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache, threads=threads,
+                      workers=workers, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache, threads=threads,
                       export=export, opset=opset, plots=plots, loop=loop)
     if fine_tune_blocks is not None:
         cfg.fine_tune_blocks = fine_tune_blocks
+    if config is not None:
+        # The file's values, except those given explicitly on this command line.
+        # by name: typer may ship its own copy of click's ParameterSource enum
+        given = {name for name in ctx.params if name != "config"
+                 and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+        base = load_config(config)
+        for name in given:
+            if name in LOOP_OPTIONS:
+                setattr(base.loop, name, getattr(cfg.loop, name))
+            else:
+                field = OPTION_FIELDS.get(name, name)
+                setattr(base, field, getattr(cfg, field))
+        cfg = base
     res = train(cfg, _rich_reporter())
     best = (f"exact head, L2 {res.metrics['best_l2']:.0e}" if res.metrics.get("solver") == "lbfgs"
             else f"best epoch {res.best_epoch}")

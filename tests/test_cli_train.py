@@ -302,3 +302,81 @@ def test_train_summary_lists_only_what_was_written(trained_run, small_deck, tmp_
     assert res.exit_code == 0, res.stderr
     line = _flat(res.stdout).split("run folder:", 1)[1]
     assert "model.onnx" not in line and "plots/" not in line
+
+
+# -- re-running a run from its config.json -------------------------------------------------------
+def test_train_config_reruns_a_run_exactly_and_flags_override(trained_run, small_deck, tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    rerun = tmp_path / "rerun"
+    res = runner.invoke(app, ["train", "--config", str(trained_run / "config.json"), "--out", str(rerun), "--no-plots",
+                              "--patience", "9"])
+    assert res.exit_code == 0, res.stderr
+    old, new = (json.loads((d / "config.json").read_text()) for d in (trained_run, rerun))
+    assert (new["out"], new["plots"], new["loop"]["patience"]) == (str(rerun), False, 9)  # given: overridden
+    for d in (old, new):
+        d.pop("out"), d.pop("plots"), d["loop"].pop("patience")
+    assert new == old  # everything else is the file's, not the command line's defaults (views 2, epochs 5, ...)
+    m_old, m_new = (json.loads((d / "metrics.json").read_text()) for d in (trained_run, rerun))
+    for split in ("train", "validation", "test"):
+        assert m_new[split]["accuracy"] == m_old[split]["accuracy"], split
+    assert read_manifest(rerun).threshold == pytest.approx(read_manifest(trained_run).threshold, abs=1e-6)
+    a, b = load_file(str(trained_run / "checkpoint.safetensors")), load_file(str(rerun / "checkpoint.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert (rerun / "model.onnx").is_file()  # export on, as in the original run
+
+
+@pytest.mark.parametrize("content,msg", [
+    ('{"views": 2, "bogus": 1}', "unknown config key 'bogus'"),
+    ('{"loop": {"epoch": 3}}', "unknown config key 'loop.epoch'"),
+    ('{"views": "two"}', "config key 'views': expected int, got \"two\""),
+    ('{"l2_grid": [0.1, null]}', "config key 'l2_grid[1]': expected float"),
+    ('{"views": 2', "is not valid JSON"),
+    ('[1, 2]', "a training config must be a JSON object"),
+    ('{"views": 0}', "--views must be 1..8, got 0"),
+])
+def test_train_config_errors_are_clear(content, msg, tmp_path):
+    pytest.importorskip("torch")
+    cfg = tmp_path / "config.json"
+    cfg.write_text(content)
+    _user_error(runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "run")]), msg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_missing_file(tmp_path):
+    pytest.importorskip("torch")
+    _user_error(runner.invoke(app, ["train", "--config", str(tmp_path / "none.json")]), "cannot read config",
+                "config.json of a run folder")
+
+
+# -- CUDA ------------------------------------------------------------------------------------------
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, holdout_deck):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _user_error(_train(tmp_path, holdout_deck, "--device", "cuda", "--fine-tune-blocks", "1"),
+                "--device cuda was asked for but PyTorch sees no CUDA device", "hint:", "--device auto or cpu")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # nothing started
+
+
+def test_negative_workers_is_a_clear_error(tmp_path, holdout_deck):
+    pytest.importorskip("torch")
+    _user_error(_train(tmp_path, holdout_deck, "--workers", "-1"), "--workers must be >= 0")
+
+
+@pytest.mark.gpu
+def test_cuda_fine_tune_in_mixed_precision_with_decode_workers(small_deck, tmp_path):
+    """On a CUDA machine: fine-tune with fp16 autocast + GradScaler, images decoded by DataLoader workers."""
+    pytest.importorskip("torch")
+    out = tmp_path / "cuda"
+    res = runner.invoke(app, ["train", str(small_deck), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                              "--device", "cuda", "--fine-tune-blocks", "1", "--views", "2", "--epochs", "4",
+                              "--workers", "2", "--no-plots"])
+    assert res.exit_code == 0, res.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    assert m["bottleneck"]["engine"] == "torch-cuda-fp16-autocast" and m["bottleneck"]["computed"] == 40
+    assert cfg["loop"]["device"] == "cuda" and cfg["loop"]["amp"] is True and cfg["workers"] == 2
+    assert m["validation"]["accuracy"] >= 0.6
+    assert m["onnx_parity"]["max_abs_diff"] < 1e-3  # the exported CPU graph still agrees with the trained weights

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU check, one run under 8 minutes on a CUDA machine (see README "GPU"): CUDA training,
-# FP32/FP16/INT8 exports, torch GPU inference at batch 1/8/64, TensorRT engines when TensorRT
-# is importable. Writes REPORT_DIR/gpu-check.json and .md (default benchmarks/gpu/report).
+# GPU check, one run under 8 minutes on a CUDA machine (see README "GPU"): CUDA training (head
+# only; fine-tuning in mixed precision with DataLoader decode workers, on the bundled 400 images
+# and on 2,000 synthetic ones for the scale projection of benchmarks/scale), FP32/FP16/INT8
+# exports, torch GPU inference at batch 1/8/64, TensorRT engines when TensorRT is importable.
+# Writes REPORT_DIR/gpu-check.json and .md (default benchmarks/gpu/report).
 #   bash benchmarks/gpu/check.sh [REPORT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,9 +17,23 @@ log() { echo "[gpu-check] $*"; }
 log "machine"; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || true
 log "train --device cuda (head only)"
 /usr/bin/time -v "$PY" -m edgecrack train --out "$RUNS/head" --device cuda --no-plots 2> "$RUNS/head.time" | tail -5
-log "train --device cuda --fine-tune-blocks 2"
-/usr/bin/time -v "$PY" -m edgecrack train --out "$RUNS/ft2" --device cuda --fine-tune-blocks 2 --no-plots \
+log "train --device cuda --fine-tune-blocks 2 (fp16 autocast + GradScaler, 4 decode workers)"
+/usr/bin/time -v "$PY" -m edgecrack train --out "$RUNS/ft2" --device cuda --fine-tune-blocks 2 --workers 4 --no-plots \
   2> "$RUNS/ft2.time" | tail -5
+log "scale: fine-tune 2,000 synthetic images on CUDA (cold cache, 8 views, 3 epochs)"
+"$PY" - "$RUNS" <<'PYEOF'
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from bench_scale import measured_train, synthetic_dataset
+runs = Path(sys.argv[1])
+data = synthetic_dataset(runs / "scale-data", 2000, 2000)
+r = measured_train(data, runs / "scale-ft", runs / "scale-cache", ["--device", "cuda", "--workers", "8",
+                   "--fine-tune-blocks", "1", "--epochs", "3"], str(Path.cwd()))
+r.update(images=2000)
+(runs / "scale.json").write_text(json.dumps(r))
+print({k: r[k] for k in ("wall_s", "peak_rss_mb")}, r["bottleneck"], flush=True)
+PYEOF
 log "exports"
 "$PY" -m edgecrack export "$RUNS/head" --precision fp16 | tail -3
 "$PY" -m edgecrack export "$RUNS/head" --precision int8 | tail -3 || log "INT8 Q/DQ refused (numbers above)"
@@ -37,12 +53,18 @@ import numpy as np, torch
 from edgecrack.train.api import load_checkpoint
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 rep = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "inference": [], "training": {}}
+scale = json.loads((runs / "scale.json").read_text())
+rep["scale"] = {"images": scale["images"], "wall_s": scale["wall_s"], "peak_rss_mb": scale["peak_rss_mb"],
+                "bottleneck": scale["bottleneck"], "timings": scale["timings"],
+                "wall_h_56k_projected": scale["wall_s"] / scale["images"] * 56000 / 3600}
 net, m = load_checkpoint(runs / "head")
 for name in ("head", "ft2"):
     met = json.loads((runs / name / "metrics.json").read_text())
     t = (runs / f"{name}.time").read_text()
     peak_kb = next((int(l.split(":")[1]) for l in t.splitlines() if "Maximum resident" in l), None)
+    cfg = json.loads((runs / name / "config.json").read_text())
     rep["training"][name] = {"timings": met["timings"], "bottleneck": met["bottleneck"],
+                             "amp": cfg["loop"]["amp"], "workers": cfg["workers"],
                              "validation_accuracy": met.get("validation", {}).get("accuracy"),
                              "peak_rss_mb": peak_kb / 1024 if peak_kb else None}
 for dtype in (torch.float32, torch.float16):
@@ -68,6 +90,10 @@ lines = [f"# GPU check: {rep['gpu']}", "", f"torch {rep['torch']}", "", "| dtype
 lines += [f"| {r['dtype']} | {r['batch']} | {r['p50_ms']:.2f} | {r['images_per_s']:.0f} | {r['peak_gpu_mb']:.0f} |" for r in rep["inference"]]
 for k, v in rep["training"].items():
     lines += ["", f"training {k}: {json.dumps(v)}"]
+sc = rep["scale"]
+lines += ["", f"scale: fine-tuning {sc['images']} synthetic images on CUDA (cold cache, 8 views, 3 epochs): "
+          f"{sc['wall_s']:.1f} s wall, bottleneck {sc['bottleneck']['images_per_s']:.0f} images/s, peak RSS "
+          f"{sc['peak_rss_mb']:.0f} MB; 56,000 images projected at {sc['wall_h_56k_projected']:.2f} h"]
 (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
 PYEOF
 log "report in $OUTDIR"

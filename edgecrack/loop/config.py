@@ -104,6 +104,7 @@ class SourceOptions:
             watchdog gave up on and that have not returned yet. Python cannot free such a
             thread and the decoder behind it; one more than this ends the source with an
             error, so the process exits non-zero and its supervisor (systemd) restarts it clean.
+        shard: Folders and globs: only the images of shard ``(K, N)`` (see :mod:`edgecrack.shard`).
     """
 
     width: int | None = None
@@ -121,6 +122,7 @@ class SourceOptions:
     gstreamer: str = "auto"
     telemetry: str | None = None
     max_abandoned: int = 3
+    shard: tuple[int, int] | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on impossible values (:meth:`RunConfig.validate` calls it)."""

@@ -28,7 +28,7 @@ from ..metrics import choose_threshold, classification_report
 from ..preprocess import InputContract, preprocess_files
 from ..splits import SPLITS_FILE
 from .backbones import BACKBONES, load_backbone
-from .bottleneck import VIEWS, default_cache_dir, features_from_images, model_key
+from .bottleneck import VIEWS, FeatureRows, default_cache_dir, features_from_images, model_key
 from .loop import EpochStats, LoopConfig, fit_linear_head, logits_from_features, train_on_features
 from .model import POOLS, TTA_VIEWS, CrackNet, build_cracknet, skeleton_cracknet
 
@@ -69,7 +69,10 @@ class TrainConfig:
         threshold_tolerance: F1 within this of the best counts as a tie; the tie nearest 0.5 wins.
         threshold_folds: With the exact head and refit, pick the threshold on out-of-fold
             probabilities of train + validation images from this many folds (1: on validation).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        device: ``auto``, ``cpu`` or ``cuda`` (fine-tuning on CUDA runs under fp16 autocast with
+            a gradient scaler unless ``loop.amp`` is off).
+        workers: Processes that decode images for the bottleneck phase (None: none on CPU,
+            where two threads decode; up to 8 on CUDA). 0: two threads.
         cache_dir: Bottleneck cache root (None: ``$EDGECRACK_CACHE`` or ``~/.cache/edgecrack``).
         no_cache: Recompute features, do not read or write the cache.
         threads: CPU threads (None: all cores).
@@ -108,6 +111,7 @@ class TrainConfig:
     threshold_tolerance: float = 0.02
     threshold_folds: int = 5
     device: str = "auto"
+    workers: int | None = None
     cache_dir: str | None = None
     no_cache: bool = False
     threads: int | None = None
@@ -121,6 +125,94 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a type hint of :class:`TrainConfig` / :class:`LoopConfig`."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in (x for x in args if x is not type(None)):
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            items = [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+    elif dataclasses.is_dataclass(hint):
+        if isinstance(value, dict):
+            return _dataclass_from_dict(hint, value, where + ".")
+    else:  # pragma: no cover - a field type this loader does not know is a bug
+        raise TypeError(f"no loader for {hint!r}")
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key {where!r}: expected {name}, got {json.dumps(value)}")
+
+
+def _dataclass_from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(d) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown config key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(repr(prefix + k) for k in unknown)}",
+                          f"{cls.__name__} keys are: {', '.join(hints)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in d.items()})
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from the dict ``config.json`` holds (missing keys take defaults).
+
+    Raises:
+        ConfigError: Unknown keys, or values of the wrong type.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError("a training config must be a JSON object")
+    return _dataclass_from_dict(TrainConfig, d)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """The config of a run (``runs/x/config.json``, or the run folder itself), to re-run it.
+
+    Raises:
+        ConfigError: Missing or unreadable file, not JSON, unknown keys or wrong types.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}",
+                          "pass the config.json of a run folder (edgecrack train writes one)") from None
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{p} is not valid JSON ({e})") from None
+    try:
+        return config_from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e.message}", e.hint) from None
 
 
 class Reporter:
@@ -179,6 +271,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--threshold must be f1 or recall, got {cfg.threshold_mode!r}")
     if cfg.loop.epochs < 1 or cfg.loop.batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be positive")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0: decode in this process), got {cfg.workers}")
 
 
 def versions() -> dict[str, str]:
@@ -250,7 +344,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     rep.stage("bottleneck", f"frozen trunk of {cfg.backbone} at {size}x{size}, {len(views)} views per image, "
               f"cache {'off' if cache is None else cache}")
     fs = features_from_images([s.path for s in all_samples], net, contract, key, views=views, pooled=pooled, pool=cfg.pool,
-                              cache_dir=cache, device=device, threads=cfg.threads,
+                              cache_dir=cache, device=device, threads=cfg.threads, workers=cfg.workers,
                               progress=lambda d, t: rep.progress("bottleneck", d, t))
     timings["bottleneck_s"] = fs.seconds
     rep.message(f"bottleneck: {fs.computed} computed, {fs.hits} from cache, {len(fs.skipped)} skipped"
@@ -289,7 +383,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 
     # -- training phase --------------------------------------------------------------
     t0 = time.perf_counter()
-    F = fs.features
+    # Features stay in the bottleneck's file; every use below reads them through FeatureRows
+    # (a minibatch or a bounded chunk at a time), never as a copy of a whole split.
+    F = fs.rows()
     init_state = copy.deepcopy({"top": net.top.state_dict(), "head": net.head.state_dict()})
     exact = cfg.solver == "lbfgs" or (cfg.solver == "auto" and pooled)
     if exact and not pooled:
@@ -298,7 +394,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     if exact:
         history, best_epoch, best_l2 = _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg, rep)
     else:
-        history, best_epoch = train_on_features(net, F[tr_rows], tr_y, F[va_rows][:, 0] if len(va_rows) else None,
+        history, best_epoch = train_on_features(net, F.subset(tr_rows), tr_y, F.subset(va_rows) if len(va_rows) else None,
                                                 va_y if len(va_rows) else None, cfg.loop, on_epoch=rep.epoch)
     timings["training_s"] = time.perf_counter() - t0
 
@@ -309,7 +405,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         # Same arithmetic as the exported graph: softmax per flip view, averaged over cfg.tta views.
         if len(r) == 0:
             return np.zeros((0, len(classes)), np.float32)
-        ps = [torch.softmax(torch.from_numpy(logits_from_features(net, F[r][:, v], device)), 1).numpy()
+        ps = [torch.softmax(torch.from_numpy(logits_from_features(net, F.subset(r), device, view=v)), 1).numpy()
               for v in range(cfg.tta)]
         return np.mean(ps, 0)
 
@@ -333,10 +429,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         all_rows = np.concatenate([tr_rows, va_rows])
         all_y = np.concatenate([tr_y, va_y])
         if exact:
-            fit_linear_head(net, F[all_rows], all_y, best_l2, cfg.loop.class_weight, device, warm_start=True)
+            fit_linear_head(net, F.subset(all_rows), all_y, best_l2, cfg.loop.class_weight, device, warm_start=True)
         else:
             refit_loop = dataclasses.replace(cfg.loop, epochs=best_epoch, early_stopping=False)
-            train_on_features(net, F[all_rows], all_y, None, None, refit_loop)
+            train_on_features(net, F.subset(all_rows), all_y, None, None, refit_loop)
         refit_rows = len(all_rows)
         if exact and pos_idx is not None and cfg.threshold_folds > 1:
             # The refit model is not the one validation scored, and 20-30 % of a small set is a
@@ -408,7 +504,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     return TrainResult(run, manifest, metrics, hist_rows, timings, skipped, best_epoch, counts)
 
 
-def _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg: TrainConfig, rep: Reporter):
+def _fit_exact(net, F: FeatureRows, tr_rows, tr_y, va_rows, va_y, cfg: TrainConfig, rep: Reporter):
     """Exact head fits over the L2 grid; the one with the lowest validation log-loss wins."""
     import torch.nn.functional as nnf
 
@@ -419,11 +515,12 @@ def _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg: TrainConfig, rep: Repo
     grid = sorted(cfg.l2_grid, reverse=True) if len(va_rows) else cfg.l2_grid[len(cfg.l2_grid) // 2:][:1]
     for i, l2 in enumerate(grid, 1):
         t0 = time.perf_counter()
-        tr_loss = fit_linear_head(net, F[tr_rows], tr_y, l2, cfg.loop.class_weight, cfg.loop.device, warm_start=i > 1)
-        tr_lg = torch.from_numpy(logits_from_features(net, F[tr_rows][:, 0], cfg.loop.device))
+        tr_loss = fit_linear_head(net, F.subset(tr_rows), tr_y, l2, cfg.loop.class_weight, cfg.loop.device,
+                                  warm_start=i > 1)
+        tr_lg = torch.from_numpy(logits_from_features(net, F.subset(tr_rows), cfg.loop.device))
         tr_acc = float((tr_lg.argmax(1).numpy() == tr_y).mean())
         if len(va_rows):
-            va_lg = torch.from_numpy(logits_from_features(net, F[va_rows][:, 0], cfg.loop.device))
+            va_lg = torch.from_numpy(logits_from_features(net, F.subset(va_rows), cfg.loop.device))
             v_loss = float(nnf.cross_entropy(va_lg, torch.from_numpy(va_y)))
             v_acc = float((va_lg.argmax(1).numpy() == va_y).mean())
         else:
@@ -437,7 +534,7 @@ def _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg: TrainConfig, rep: Repo
     return history, best[1], best[2]
 
 
-def _oof_threshold(net, F, rows, y, classes, pos_idx, l2, cfg: TrainConfig, device: str) -> float:
+def _oof_threshold(net, F: FeatureRows, rows, y, classes, pos_idx, l2, cfg: TrainConfig, device: str) -> float:
     """Threshold chosen on out-of-fold TTA probabilities of ``rows`` (head restored afterwards)."""
     from ..data import kfold_indices
 
@@ -448,9 +545,9 @@ def _oof_threshold(net, F, rows, y, classes, pos_idx, l2, cfg: TrainConfig, devi
     for f in folds:
         others = np.setdiff1d(np.arange(len(rows)), f)
         net.head.load_state_dict(keep)
-        fit_linear_head(net, F[rows[others]], y[others], l2, cfg.loop.class_weight, device, warm_start=True)
-        oof[f] = np.mean([torch.softmax(torch.from_numpy(logits_from_features(net, F[rows[f]][:, v], device)), 1).numpy()
-                          for v in range(cfg.tta)], 0)
+        fit_linear_head(net, F.subset(rows[others]), y[others], l2, cfg.loop.class_weight, device, warm_start=True)
+        oof[f] = np.mean([torch.softmax(torch.from_numpy(logits_from_features(net, F.subset(rows[f]), device, view=v)),
+                                        1).numpy() for v in range(cfg.tta)], 0)
     net.head.load_state_dict(keep)
     return choose_threshold(y == pos_idx, oof[:, pos_idx], cfg.threshold_mode, cfg.target_recall, cfg.threshold_tolerance)
 

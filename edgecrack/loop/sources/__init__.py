@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from ...data import list_images
 from ...errors import SourceError
 from ...preprocess import IMAGE_SUFFIXES
+from ...shard import glob_root, select_shard
 from ..config import SourceOptions
 from ..types import Frame, SourceEvent
 from .base import STOP_JOIN_S, BoundedQueue, Source, nbytes_of
@@ -95,6 +96,7 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
         files = list_images(p)
         if not files:
             raise SourceError(f"no images in folder {p}", f"image types: {', '.join(IMAGE_SUFFIXES)}")
+        files = select_shard(files, p, opts.shard)
         return ImageFilesSource(files, str(p), opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     if p.is_file():
         if p.suffix.lower() in IMAGE_SUFFIXES:
@@ -105,5 +107,6 @@ def open_source(spec: str | int, options: SourceOptions | None = None) -> Source
                        if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SourceError(f"no images match {s}", "quote the pattern so the shell does not expand it")
+        files = select_shard(files, glob_root(s), opts.shard)
         return ImageFilesSource(files, s, opts.prefetch, opts.prefetch_bytes, opts.max_pixels)
     raise SourceError(f"source not found: {s}", f"pass one of: {SOURCE_FORMS}")
