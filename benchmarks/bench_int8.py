@@ -38,9 +38,11 @@ def main() -> None:
 
     from edgecrack.platform import machine_summary
     from edgecrack.platform import int8_isa
-    from edgecrack.export.precision import (MAX_FLOAT_UNITS, _qdq_blob, calibration_for, eval_images_for, fidelity,
-                                            precision_onnx_from_onnx, probs_of, search_images_for, session)
-    from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, float_nodes, int8_from_onnx
+    from edgecrack.compare import fidelity, probs_on
+    from edgecrack.export.ortquant import BATCH, float_nodes, session
+    from edgecrack.export.precision import MAX_FLOAT_UNITS, _qdq_blob, precision_onnx_from_onnx
+    from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
+    from edgecrack.export.run_images import calibration_for, eval_images_for, search_images_for
     from edgecrack.manifest import read_manifest
     from edgecrack.train.api import TrainConfig, train
     import onnx
@@ -54,7 +56,7 @@ def main() -> None:
         m = read_manifest(src)
         cal = calibration_for(src, None)
         where, x, y = eval_images_for(src, None, m, cal)
-        p0 = probs_of(session(src.read_bytes()), x, m.input_name)
+        p0 = probs_on(session(src.read_bytes()), x, BATCH, m.input_name)
         base = onnx.load(str(src))
         del base.metadata_props[:]
         pre = tmp / "pre.onnx"
@@ -75,7 +77,7 @@ def main() -> None:
                             nodes_to_exclude=float_nodes(base), calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"CalibMovingAverage": True})
             for reference in (False, True):
-                f = fidelity(probs_of(session(q.read_bytes(), reference=reference), x, m.input_name), p0, y, m)
+                f = fidelity(probs_on(session(q.read_bytes(), reference=reference), x, BATCH, m.input_name), p0, y, m)
                 rows.append({"model": f"qdq-u8s8, {'7' if rr else '8'}-bit weights",
                              "run_as": "reference arithmetic (Q/DQ as written)" if reference else "onnxruntime fused kernels",
                              **asdict(f)})
@@ -85,7 +87,7 @@ def main() -> None:
         for max_float in (0, MAX_FLOAT_UNITS):
             t0 = time.perf_counter()
             blob, record = _qdq_blob(src, cal, m, lambda *_: None, 0.99, max_float, None)
-            f = fidelity(probs_of(session(blob, reference=True), x, m.input_name), p0, y, m)
+            f = fidelity(probs_on(session(blob, reference=True), x, BATCH, m.input_name), p0, y, m)
             n = len(record["float_units"])
             rows.append({"model": "qdq-tensorrt, " + (f"{n} of {record['units']} backbone units float"
                                                       if n else "all INT8"),
