@@ -157,7 +157,12 @@ def test_search_stops_at_the_target_and_keeps_the_best():
         shift = sum(w for u, w in weight.items() if u[1] not in floats)
         return mixed.Score(1.0 - shift / 2, shift)
 
-    r = mixed.search(units, quantize, agreement, target=0.9, max_float=8)
+    said = []
+    r = mixed.search(units, quantize, agreement, target=0.9, max_float=8, progress=lambda *a: said.append(a))
+    last = {phase: (done, total) for phase, done, total in said}
+    assert set(last) == {"sensitivity of each unit", "keeping the 1 most sensitive units float",
+                         "keeping the 2 most sensitive units float"}
+    assert all(done == total for done, total in last.values())  # every phase shown finished
     assert [u for u, _ in r.sensitivity] == ["u1", "u3", "u5", "u0", "u4", "u2"]
     assert r.float_units == ["u1", "u3"] and r.score.top1_agreement == pytest.approx(1 - 0.18 / 2)
     assert [s["float_units"] for s in r.steps] == [0, 1, 2]

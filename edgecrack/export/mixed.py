@@ -134,6 +134,7 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
         keep = [u for u, _ in sens[:k]]
         blob = quantize({n for u in keep for n in units[u]})
         score = agreement(blob)
+        say(f"keeping the {k} most sensitive units float", 1, 1)
         best.steps.append({"float_units": k, "agreement": round(score.top1_agreement, 4),
                            "logit_shift": round(score.mean_logit_shift, 4)})
         if score.top1_agreement > best.score.top1_agreement + 1e-9:

@@ -236,6 +236,7 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
 
         def quantize(extra_float: set[str]) -> bytes:
             # The first call calibrates and caches the ranges; the search's calls reuse them.
+            first = not cache.is_file()
             with quiet_root_logger():
                 quantize_static(str(pre), str(out), None if cache.is_file() else CalibrationReader(calib, m),
                                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
@@ -244,9 +245,10 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
                                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
                                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                                "QuantizeBias": False, "CalibMovingAverage": True})
+            if first:
+                say(f"calibrating on {len(calib)} images", 1, 1)
             return out.read_bytes()
 
         found = mixed.search(mixed.backbone_units(base, quantizable), quantize,
                              search_scorer(x, p0, m, threads, reference=True), target, max_float, say)
-        say(f"calibrating on {len(calib)} images", 1, 1)
         return found.blob, found.record()
