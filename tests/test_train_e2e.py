@@ -140,7 +140,7 @@ def test_checkpoint_is_safetensors_and_matches_onnx_on_real_images(trained_run, 
     import onnxruntime as ort
     from safetensors import safe_open
 
-    from edgecrack.train.api import load_checkpoint
+    from edgecrack.train.checkpoint import load_checkpoint
 
     raw = (trained_run / "checkpoint.safetensors").read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])
@@ -190,7 +190,7 @@ def test_validation_metrics_are_what_the_exported_model_gives(small_deck, config
 
 
 def test_load_checkpoint_errors(trained_run, tmp_path):
-    from edgecrack.train.api import load_checkpoint
+    from edgecrack.train.checkpoint import load_checkpoint
 
     with pytest.raises(ArtifactError, match="no checkpoint.safetensors"):
         load_checkpoint(tmp_path)

@@ -54,7 +54,7 @@ def onnx_from_run(run: str | Path, out: str | Path | None = None, opset: int = D
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is below the supported floor {MIN_OPSET}", f"use --opset {MIN_OPSET} or higher")
     try:
-        from ..train.api import load_checkpoint
+        from ..train.checkpoint import load_checkpoint
     except ImportError as e:
         from ..errors import BackendUnavailable
 

@@ -22,15 +22,16 @@ from .. import __version__
 from ..data import (DEFAULT_DATASET, Dataset, discover, fingerprint, merge_sdnet, resolve_positive, stratified_split,
                     tutorial_split)
 from ..errors import ConfigError, DatasetError
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..manifest import Manifest, read_manifest, write_manifest
+from ..io import atomic_write_json, atomic_write_text
+from ..manifest import Manifest
 from ..metrics import choose_threshold, classification_report
 from ..preprocess import InputContract, preprocess_files
 from ..splits import SPLITS_FILE
 from .backbones import BACKBONES, load_backbone
 from .bottleneck import VIEWS, FeatureRows, default_cache_dir, features_from_images, model_key
+from .checkpoint import save_checkpoint
 from .loop import EpochStats, LoopConfig, fit_linear_head, logits_from_features, train_on_features
-from .model import POOLS, TTA_VIEWS, CrackNet, build_cracknet, skeleton_cracknet
+from .model import POOLS, TTA_VIEWS, build_cracknet
 
 
 @dataclass
@@ -579,40 +580,3 @@ def _write_plots(run: Path, hist, metrics, classes, pos_idx, threshold, sets) ->
         if pos_idx is not None and len(set(y.tolist())) == 2:
             plot_roc_pr(y == pos_idx, p[:, pos_idx], run / "plots" / f"roc_pr_{name}.png", threshold, name)
 
-
-def save_checkpoint(net: CrackNet, manifest: Manifest, run: Path) -> Path:
-    """Write ``checkpoint.safetensors`` (no pickle) and ``manifest.json`` atomically."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write_bytes(run / "checkpoint.safetensors", save(state, metadata={"edgecrack": json.dumps(manifest.to_dict())}))
-    write_manifest(run, manifest)
-    return run / "checkpoint.safetensors"
-
-
-def load_checkpoint(run: str | Path) -> tuple[CrackNet, Manifest]:
-    """Rebuild the trained network of a run folder (weights-only; no pickle).
-
-    Raises:
-        ArtifactError: Missing/corrupt checkpoint or manifest.
-    """
-    from safetensors.torch import load_file
-
-    from ..errors import ArtifactError
-
-    run = Path(run)
-    ckpt = run / "checkpoint.safetensors"
-    if not ckpt.is_file():
-        raise ArtifactError(f"no checkpoint.safetensors in {run}", "train first: edgecrack train --out " + str(run))
-    manifest = read_manifest(run)
-    net = skeleton_cracknet(manifest.backbone, len(manifest.labels), manifest.fine_tune_blocks, manifest.input,
-                            manifest.head.get("pool", "avg"), manifest.head.get("dropout", 0.2),
-                            manifest.head.get("tta", 1))
-    try:
-        state = load_file(str(ckpt))
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types on bad files
-        raise ArtifactError(f"{ckpt} is corrupt or truncated ({e})", "train again or restore the file") from None
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ArtifactError(f"{ckpt} does not match its manifest (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return net.eval(), manifest
