@@ -42,14 +42,15 @@ def main() -> None:
                                             precision_onnx_from_onnx, probs_of, search_images_for, session)
     from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, float_nodes, int8_from_onnx
     from edgecrack.manifest import read_manifest
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.jobs import train_job
+    from edgecrack.train.api import TrainConfig
     import onnx
 
     logging.getLogger().setLevel(logging.ERROR)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgecrack-int8-") as t:
         tmp = Path(t)
-        train(TrainConfig(out=str(tmp / "run"), cache_dir=str(tmp / "cache"), plots=False))
+        train_job(TrainConfig(out=str(tmp / "run"), cache_dir=str(tmp / "cache"), plots=False))
         src = tmp / "run" / "model.onnx"
         m = read_manifest(src)
         cal = calibration_for(src, None)
