@@ -52,29 +52,9 @@ def doctor_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."
 
 
 def _doctor_model(model: Path, json_out: bool) -> None:
-    from ..errors import ArtifactError
-    from ..export.graph import tensorrt_readiness
+    from ..export.graph import readiness_of_models
 
-    paths = sorted(p for p in model.glob("*.onnx")) if model.is_dir() else [model]
-    if not paths or not all(p.is_file() for p in paths):
-        raise ArtifactError(f"no ONNX model at {model}", "pass a .onnx file or a run folder")
-    from ..manifest import read_manifest
-
-    results = {}
-    for p in paths:
-        try:
-            r = tensorrt_readiness(p)
-            try:
-                cpu_only = read_manifest(p).kind == "onnx-int8"
-            except Exception:  # noqa: BLE001 - a model without a sidecar is judged as a TensorRT input
-                cpu_only = False
-            if cpu_only:  # onnxruntime CPU INT8: integer ops are its point; only the input rules apply
-                r.findings = [f for f in r.findings if f.rule in ("uint8-cast", "static-shape")]
-                r.ok = not r.findings
-            results[p] = r
-        except Exception as e:  # noqa: BLE001 - a file onnx cannot read is reported, not raised
-            raise ArtifactError(f"{p} is not a readable ONNX model ({str(e).splitlines()[0][:160]})",
-                                "re-export it: edgecrack export RUN") from None
+    results = readiness_of_models(model)
     if json_out:
         typer.echo(json.dumps({str(p): {"ok": r.ok, "opset": r.opset, "ops": r.ops,
                                         "findings": [f.__dict__ for f in r.findings]} for p, r in results.items()},
