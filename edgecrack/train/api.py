@@ -322,9 +322,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     fs = bottleneck_features(cfg, data, model, device, rep)
     timings["bottleneck_s"] = fs.seconds
     split = split_rows(cfg, data, fs, rep)
-    fitted = fit(cfg, model.net, fs.rows(), split, data, device, rep)
+    # Features stay in the bottleneck's file; every use reads them through FeatureRows (a
+    # minibatch or a bounded chunk at a time), never as a copy of a whole split.
+    features = fs.rows()
+    fitted = fit(cfg, model.net, features, split, data, device, rep)
     timings.update(fitted.timings)
-    metrics, probs = score(cfg, model.net, fs.rows(), split, data, fitted, device)
+    metrics, probs = score(cfg, model.net, features, split, data, fitted, device)
     skipped = list(data.train.skipped) + list(fs.skipped)
     manifest = write_job(cfg, data, model, fs, split, fitted, metrics, probs, skipped, timings)
     timings["total_s"] = time.perf_counter() - t_start
@@ -508,8 +511,6 @@ def fit(cfg: TrainConfig, net: CrackNet, F: FeatureRows, split: Split, data: Job
     timings: dict[str, float] = {}
     (tr_rows, tr_y), (va_rows, va_y) = split.train, split.validation
     t0 = time.perf_counter()
-    # Features stay in the bottleneck's file; every use below reads them through FeatureRows
-    # (a minibatch or a bounded chunk at a time), never as a copy of a whole split.
     pooled = cfg.fine_tune_blocks == 0
     init_state = copy.deepcopy({"top": net.top.state_dict(), "head": net.head.state_dict()})
     exact = cfg.solver == "lbfgs" or (cfg.solver == "auto" and pooled)
