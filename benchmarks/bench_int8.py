@@ -38,9 +38,11 @@ def main() -> None:
 
     from edgecrack.platform import machine_summary
     from edgecrack.platform import int8_isa
-    from edgecrack.export.precision import (MAX_FLOAT_UNITS, _qdq_blob, calibration_for, eval_images_for, fidelity,
-                                            precision_onnx_from_onnx, probs_of, search_images_for, session)
-    from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, float_nodes, int8_from_onnx
+    from edgecrack.compare import fidelity, probs_on
+    from edgecrack.export.ortquant import BATCH, float_nodes, session
+    from edgecrack.export.precision import MAX_FLOAT_UNITS, _qdq_blob, precision_onnx_from_onnx
+    from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
+    from edgecrack.export.run_images import calibration_for, eval_images_for, search_images_for
     from edgecrack.manifest import read_manifest
     from edgecrack.jobs import train_job
     from edgecrack.train.api import TrainConfig
@@ -55,7 +57,7 @@ def main() -> None:
         m = read_manifest(src)
         cal = calibration_for(src, None)
         where, x, y = eval_images_for(src, None, m, cal)
-        p0 = probs_of(session(src.read_bytes()), x, m.input_name)
+        p0 = probs_on(session(src.read_bytes()), x, BATCH, m.input_name)
         base = onnx.load(str(src))
         del base.metadata_props[:]
         pre = tmp / "pre.onnx"
@@ -76,7 +78,7 @@ def main() -> None:
                             nodes_to_exclude=float_nodes(base), calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"CalibMovingAverage": True})
             for reference in (False, True):
-                f = fidelity(probs_of(session(q.read_bytes(), reference=reference), x, m.input_name), p0, y, m)
+                f = fidelity(probs_on(session(q.read_bytes(), reference=reference), x, BATCH, m.input_name), p0, y, m)
                 rows.append({"model": f"qdq-u8s8, {'7' if rr else '8'}-bit weights",
                              "run_as": "reference arithmetic (Q/DQ as written)" if reference else "onnxruntime fused kernels",
                              **asdict(f)})
@@ -86,25 +88,27 @@ def main() -> None:
         for max_float in (0, MAX_FLOAT_UNITS):
             t0 = time.perf_counter()
             blob, record = _qdq_blob(src, cal, m, lambda *_: None, 0.99, max_float, None)
-            f = fidelity(probs_of(session(blob, reference=True), x, m.input_name), p0, y, m)
+            f = fidelity(probs_on(session(blob, reference=True), x, BATCH, m.input_name), p0, y, m)
             n = len(record["float_units"])
             rows.append({"model": "qdq-tensorrt, " + (f"{n} of {record['units']} backbone units float"
                                                       if n else "all INT8"),
                          "run_as": "edgecrack export --precision int8" + ("" if max_float else " --max-float-units 0"),
                          "seconds": round(time.perf_counter() - t0, 1), **asdict(f)})
             mixed = record if max_float else mixed
+        search_n = len(search_images_for(src, cal, m))
         try:
-            cpu = int8_from_onnx(src, tmp / "cpu.int8.onnx", QuantizeConfig()).candidates
-            cpu_verdict = "written"
+            res = int8_from_onnx(src, tmp / "cpu.int8.onnx", QuantizeConfig())
+            cpu, cpu_verdict = [res.fp32, *res.candidates], f"written: {res.chosen.name}"
         except QuantizeRefused as e:
-            cpu, cpu_verdict = [e.fp32, *e.candidates], "refused: " + e.message.split(". Needed")[0].split(": ")[0]
+            cpu, cpu_verdict = [e.fp32, *e.candidates], ("refused: no candidate within 1 point, >= 99 % top-1 "
+                                                         "agreement and >= 1.2x faster at batch 1")
     fp32_ms = cpu[0].latency_ms["1"]
     cpu_rows = [{"name": c.name, "latency_ms_batch1": c.latency_ms["1"], "speedup_batch1": fp32_ms / c.latency_ms["1"],
                  "top1_agreement": c.top1_agreement, "accuracy": c.accuracy,
                  "accuracy_delta_points": c.accuracy_delta_points, "verdict": c.verdict or "reference"} for c in cpu]
     rep = {"schema": "edgecrack.bench.int8/1", "machine": machine_summary(), "int8_isa": int8_isa().summary,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows,
-           "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows}}
+           "mixed_precision": dict(mixed, search_images=search_n), "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows}}
     lines = ["# INT8 and FP16 fidelity on this CPU", "",
              f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; {rep['int8_isa']}. "
              f"Default model, held-out: {where}. Date {rep['date']}.", "",
@@ -112,7 +116,7 @@ def main() -> None:
     lines += [f"| {r['model']} | {r['run_as']} | {r['top1_agreement'] * 100:.1f} % | {r['accuracy']:.3f} "
               f"({r['fp32_accuracy']:.3f}) | {r['accuracy_delta_points']:+.1f} |" for r in rows]
     lines += ["", "Mixed-precision search (TensorRT Q/DQ): agreement with FP32 on "
-              f"{len(search_images_for(src, cal, m))} training images outside the calibration set as units are kept float, "
+              f"{search_n} training images outside the calibration set as units are kept float, "
               "in order of one-in sensitivity:", "",
               "| units float | search-set agreement |", "|---|---|"]
     lines += [f"| {s['float_units']} | {s['agreement'] * 100:.1f} % |" for s in mixed["steps"]]

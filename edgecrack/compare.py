@@ -12,7 +12,9 @@ question and answer it with :class:`Agreement`:
 
 :func:`compare_probs` compares two probability arrays; :func:`compare_runners` runs N models
 (edgecrack backends, onnxruntime sessions, or any ``uint8 batch -> probabilities`` function)
-on the same feeds and compares each with a reference. Torch-free.
+on the same feeds and compares each with a reference. :class:`Fidelity` is an
+:class:`Agreement` with FP32 as the reference, in the fields export manifests record
+(``fidelity_vs_fp32``). Torch-free.
 """
 
 from __future__ import annotations
@@ -102,6 +104,45 @@ def compare_probs(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray |
         acc, acc0 = float((d == y).mean()), float((d0 == y).mean())
     return Agreement(n, float(diff.max()), float(diff.mean()), float((p.argmax(1) == r.argmax(1)).mean()),
                      float((d == d0).mean()), acc, acc0)
+
+
+@dataclass
+class Fidelity:
+    """A reduced-precision model against FP32 on labelled images: an :class:`Agreement` in the
+    fields export manifests record as ``fidelity_vs_fp32`` (the names manifests already carry).
+
+    Attributes:
+        accuracy: Accuracy of the model's decisions.
+        fp32_accuracy: Accuracy of FP32's decisions on the same images.
+        accuracy_delta_points: ``accuracy - fp32_accuracy`` in percentage points (3 decimals).
+        top1_agreement, decision_agreement, max_abs_diff, mean_abs_diff, n: As in :class:`Agreement`.
+    """
+
+    accuracy: float
+    fp32_accuracy: float
+    accuracy_delta_points: float
+    top1_agreement: float
+    decision_agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    n: int
+
+    @classmethod
+    def of(cls, a: Agreement) -> "Fidelity":
+        """The fidelity record of an agreement with FP32 measured with labels.
+
+        Raises:
+            ValueError: The agreement has no accuracies (compared without labels, or on no input).
+        """
+        if a.accuracy is None or a.reference_accuracy is None:
+            raise ValueError(f"a fidelity record needs accuracies: compare on labelled images (got {a.n} without labels)")
+        return cls(a.accuracy, a.reference_accuracy, a.accuracy_delta_points, a.top1_agreement, a.decision_agreement,
+                   a.max_abs_diff, a.mean_abs_diff, a.n)
+
+
+def fidelity(probs: np.ndarray, fp32_probs: np.ndarray, labels: np.ndarray, manifest: Any) -> Fidelity:
+    """:func:`compare_probs` of a model with FP32 at the manifest's positive class and threshold."""
+    return Fidelity.of(compare_probs(probs, fp32_probs, labels, manifest.positive_index, manifest.threshold))
 
 
 def probs_function(runner: Any, input_name: str | None = None) -> ProbsFn:

@@ -85,6 +85,16 @@ class GeoTag:
         return {"gps": self.gps(), "capture_time": self.time, "pose": dict(self.pose) or None}
 
 
+def track_length_m(points: list[tuple[float, float]]) -> float:
+    """Great-circle length of a ``(lon, lat)`` polyline in metres (haversine, mean Earth radius)."""
+    total = 0.0
+    for (lo1, la1), (lo2, la2) in zip(points, points[1:]):
+        p1, p2 = math.radians(la1), math.radians(la2)
+        a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lo2 - lo1) / 2) ** 2
+        total += 2 * 6371008.8 * math.asin(min(1.0, math.sqrt(a)))
+    return total
+
+
 def record_fields(tag: GeoTag | None) -> dict[str, Any]:
     """The log fields of a frame's tag; all ``None`` for a frame without one."""
     return tag.to_record() if tag is not None else {"gps": None, "capture_time": None, "pose": None}

@@ -165,6 +165,16 @@ class Findings:
     def flagged(self) -> list[FrameRow]:
         return [f for f in self.frames if f.cracked]
 
+    def tracks(self) -> list[tuple[RunMeta, list[tuple[float, float]]]]:
+        """Each run's located frames as ``(lon, lat)``, in capture order (frames without time: log order)."""
+        out = []
+        for run in self.runs:
+            rows = [f for f in self.frames if f.run is run and f.located]
+            rows.sort(key=lambda f: (f.t is None, f.t if f.t is not None else 0.0, f.seq))
+            if rows:
+                out.append((run, [(f.lon, f.lat) for f in rows]))
+        return out
+
 
 @dataclass
 class ReportSummary:
@@ -400,7 +410,7 @@ def kml_from_findings(findings: Findings, title: str) -> str:
              '<Style id="crack"><IconStyle><color>ff0000ff</color><scale>1.1</scale><Icon><href>'
              "http://maps.google.com/mapfiles/kml/shapes/placemark_circle.png</href></Icon></IconStyle></Style>",
              '<Style id="track"><LineStyle><color>ffb4771f</color><width>2</width></LineStyle></Style>']
-    for run, pts in tracks(findings):
+    for run, pts in findings.tracks():
         coords = " ".join(f"{lon:.8f},{lat:.8f}" for lon, lat in pts)
         parts.append(f"<Placemark><name>{_xml('track: ' + run.source)}</name><styleUrl>#track</styleUrl>"
                      f"<LineString><tessellate>1</tessellate><coordinates>{coords}</coordinates></LineString></Placemark>")
@@ -414,27 +424,6 @@ def kml_from_findings(findings: Findings, title: str) -> str:
                      f"{when}<styleUrl>#crack</styleUrl><Point><coordinates>{f.lon:.8f},{f.lat:.8f}</coordinates></Point></Placemark>")
     parts.append("</Document></kml>\n")
     return "\n".join(parts)
-
-
-def tracks(findings: Findings) -> list[tuple[RunMeta, list[tuple[float, float]]]]:
-    """Each run's located frames as ``(lon, lat)``, in capture order (frames without time: log order)."""
-    out = []
-    for run in findings.runs:
-        rows = [f for f in findings.frames if f.run is run and f.located]
-        rows.sort(key=lambda f: (f.t is None, f.t if f.t is not None else 0.0, f.seq))
-        if rows:
-            out.append((run, [(f.lon, f.lat) for f in rows]))
-    return out
-
-
-def track_length_m(points: list[tuple[float, float]]) -> float:
-    """Great-circle length of a ``(lon, lat)`` polyline in metres (haversine, mean Earth radius)."""
-    total = 0.0
-    for (lo1, la1), (lo2, la2) in zip(points, points[1:]):
-        p1, p2 = math.radians(la1), math.radians(la2)
-        a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lo2 - lo1) / 2) ** 2
-        total += 2 * 6371008.8 * math.asin(min(1.0, math.sqrt(a)))
-    return total
 
 
 # -- thumbnails --------------------------------------------------------------------------------

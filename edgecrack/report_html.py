@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from . import __version__
+from .geo import track_length_m
 
 CRACK = "#d62728"
 TRACK = "#1f77b4"
@@ -142,8 +143,6 @@ def map_svg(findings: Any, tiles: str | None, linked: set[int], width: int = 100
     Returns:
         The SVG (or a note when no frame has a position) and the scale for the legend.
     """
-    from .report import tracks
-
     located = [f for f in findings.frames if f.located]
     if not located:
         return ('<p class="note">No frame has a position: the images carry no EXIF GPS and the videos no DJI '
@@ -182,7 +181,7 @@ def map_svg(findings: Any, tiles: str | None, linked: set[int], width: int = 100
             Y = (gy - vy0) * k
             out.append(f'<line x1="0" y1="{Y:.1f}" x2="{width}" y2="{Y:.1f}" stroke="#dde3e8"/>')
             gy += step
-    for run, pts in tracks(findings):
+    for run, pts in findings.tracks():
         pp = [px(*_mercator(lon, lat)) for lon, lat in _decimate(pts, 4000)]
         path = " ".join(f"{a:.1f},{b:.1f}" for a, b in pp)
         out.append(f'<polyline points="{path}" fill="none" stroke="{TRACK}" stroke-width="2" stroke-linejoin="round" '
@@ -363,12 +362,10 @@ def _kpi(value: str, label: str, alert: bool = False) -> str:
 
 def summary_html(findings: Any) -> str:
     """The numbers a reader wants first, and one row per run (model, backend, thresholds)."""
-    from .report import track_length_m, tracks
-
     n = len(findings.frames)
     flagged = findings.flagged
     located = sum(f.located for f in findings.frames)
-    length = sum(track_length_m(p) for _, p in tracks(findings))
+    length = sum(track_length_m(p) for _, p in findings.tracks())
     times = [f.t for f in findings.frames if f.t is not None]
     kpis = [_kpi(f"{n}", "frames inspected"), _kpi(f"{len(flagged)}", "flagged (cracked)", bool(flagged)),
             _kpi(f"{100 * len(flagged) / n:.1f} %", "share flagged"),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
-from edgecrack.compare import Agreement, compare_probs, compare_runners, probs_function
+from edgecrack.compare import Agreement, Fidelity, compare_probs, compare_runners, fidelity, probs_function
 
 onnx = pytest.importorskip("onnx")
-from tiny_onnx import tiny_batch, write_tiny_onnx  # noqa: E402
+from tiny_onnx import tiny_batch, tiny_manifest, write_tiny_onnx  # noqa: E402
 
 # Four images, CD (index 0) positive. Model vs reference:
 #   p(CD) model  .90 .60 .40 .20     reference .80 .45 .40 .30
@@ -37,6 +39,21 @@ def test_each_side_is_judged_at_its_own_threshold():
     # Without labels there are no accuracies; without a positive class decisions are the argmax.
     b = compare_probs(P, R)
     assert b.accuracy is None and b.accuracy_delta_points is None and b.decision_agreement == 0.75
+
+
+def test_fidelity_is_the_agreement_under_the_manifest_names():
+    """Export manifests record ``fidelity_vs_fp32`` with these keys; the numbers are compare_probs's,
+    at the manifest's positive class and threshold."""
+    f = fidelity(P, R, Y, tiny_manifest(threshold=0.35))
+    a = compare_probs(P, R, Y, positive_index=0, threshold=0.35)
+    assert (f.accuracy, f.fp32_accuracy, f.top1_agreement, f.decision_agreement, f.n) == (
+        a.accuracy, a.reference_accuracy, a.top1_agreement, a.decision_agreement, 4)
+    assert (f.accuracy, f.fp32_accuracy, f.accuracy_delta_points) == (0.75, 0.75, 0.0)
+    assert f.max_abs_diff == a.max_abs_diff == pytest.approx(0.15) and f.mean_abs_diff == a.mean_abs_diff
+    assert list(asdict(f)) == ["accuracy", "fp32_accuracy", "accuracy_delta_points", "top1_agreement",
+                               "decision_agreement", "max_abs_diff", "mean_abs_diff", "n"]
+    with pytest.raises(ValueError, match="labelled"):
+        Fidelity.of(compare_probs(P, R))
 
 
 def test_compare_probs_refuses_misaligned_inputs():

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edgecrack.cli import app
 from edgecrack.errors import SourceError
-from edgecrack.geo import exif_gps_ifd, geotag_from_image, telemetry_for_video, telemetry_from_srt
+from edgecrack.geo import exif_gps_ifd, geotag_from_image, telemetry_for_video, telemetry_from_srt, track_length_m
 from edgecrack.loop.config import SourceOptions
 from edgecrack.loop.sources import open_source
 
@@ -194,3 +194,12 @@ def test_explicit_telemetry_and_its_errors(tiny_run, flight_video, deck_dir, tmp
     r = runner.invoke(app, ["run", "--model", str(tiny_run), "--source", str(deck_dir / "CD"),
                             "--telemetry", str(other)])
     assert r.exit_code == 1 and "telemetry files go with a video file source" in r.output
+
+
+def test_track_length_is_the_great_circle_distance():
+    """One degree of latitude is 111.195 km on the mean-radius sphere; at 60 N a degree of
+    longitude is half as long; a single point or none is no track."""
+    assert track_length_m([(10.0, 0.0), (10.0, 1.0)]) == pytest.approx(111195.08, abs=0.1)
+    assert track_length_m([(10.0, 0.0), (10.0, 1.0), (10.0, 0.0)]) == pytest.approx(2 * 111195.08, abs=0.2)
+    assert track_length_m([(0.0, 60.0), (0.001, 60.0)]) == pytest.approx(111195.08 * 0.001 * 0.5, rel=1e-6)
+    assert track_length_m([(1.0, 2.0)]) == 0.0 and track_length_m([]) == 0.0

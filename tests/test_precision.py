@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from edgecrack.cli import app
 from edgecrack.errors import ArtifactError, ConfigError, DatasetError
 from edgecrack.export.graph import tensorrt_readiness
-from edgecrack.export.precision import calibration_for, eval_images_for, precision_onnx_from_onnx
+from edgecrack.export.precision import precision_onnx_from_onnx
+from edgecrack.export.run_images import calibration_for, eval_images_for
 from edgecrack.manifest import read_manifest
 from edgecrack.splits import SPLITS_FILE
 
@@ -163,3 +164,15 @@ def test_search_stops_at_the_target_and_keeps_the_best():
     assert len(made) == 1 + 6 + 2
     none = mixed.search(units, quantize, agreement, target=0.9, max_float=0)
     assert none.float_units == [] and len(none.steps) == 1
+
+
+def test_search_score_is_agreement_and_logit_shift():
+    """The search's score: top-1 agreement from edgecrack.compare, mean |shift| of the positive logit."""
+    from edgecrack.export import mixed
+
+    p = np.array([[0.9, 0.1], [0.6, 0.4]])
+    p0 = np.array([[0.5, 0.5], [0.4, 0.6]])
+    s = mixed.score(p, p0, positive_index=0)
+    assert s.top1_agreement == 0.5
+    assert s.mean_logit_shift == pytest.approx((np.log(9) + 2 * np.log(1.5)) / 2)
+    assert mixed.score(p0, p0, 0) == mixed.Score(1.0, 0.0)

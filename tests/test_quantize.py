@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from edgecrack.cli import app
 from edgecrack.errors import ConfigError
 from edgecrack.platform import int8_isa
-from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, head_nodes, int8_from_onnx, preprocessing_nodes
+from edgecrack.export.ortquant import head_nodes, preprocessing_nodes
+from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
 from edgecrack.manifest import manifest_from_onnx, read_manifest, sidecar_path
 from edgecrack.runtime import open_backend
 

@@ -27,12 +27,14 @@ from typing import Callable
 
 import numpy as np
 
+from ..compare import compare_probs
+
 #: Float units tried, in order, until the agreement target is reached.
 STEPS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24)
 _UNIT = re.compile(r"^/trunk/trunk\.(\d+)/")
 
 Quantize = Callable[[set[str]], bytes]
-Agreement = Callable[[bytes], "Score"]
+Scorer = Callable[[bytes], "Score"]
 Progress = Callable[[str, int, int], None]
 
 
@@ -89,7 +91,13 @@ def logit_shift(p: np.ndarray, p0: np.ndarray, positive_index: int) -> float:
     return float(np.mean(np.abs(logit(p) - logit(p0))))
 
 
-def search(units: dict[str, list[str]], quantize: Quantize, agreement: Agreement, target: float,
+def score(p: np.ndarray, p0: np.ndarray, positive_index: int) -> Score:
+    """A model's probabilities ``p`` against FP32's ``p0`` on the search images: top-1 agreement
+    (:func:`edgecrack.compare.compare_probs`) and the mean positive-logit shift."""
+    return Score(compare_probs(p, p0).top1_agreement, logit_shift(p, p0, positive_index))
+
+
+def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, target: float,
            max_float: int, progress: Progress | None = None) -> MixedResult:
     """Smallest set of float units (most sensitive first) whose model reaches ``target`` agreement.
 

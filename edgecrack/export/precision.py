@@ -31,155 +31,19 @@ from typing import Callable
 
 import numpy as np
 
-from ..calibration import CalibrationSource, calibration_hash, load_calibration
-from ..errors import ArtifactError, BackendUnavailable, ConfigError, DatasetError
+from ..calibration import CalibrationSource, load_calibration
+from ..compare import Fidelity, fidelity, probs_on
+from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
+from . import mixed
+from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
+from .run_images import calibration_for, eval_images_for, search_images_for
 
 Progress = Callable[[str, int, int], None]
 BUDGETS = {"fp16": 0.005, "int8": 0.01}
-CALIBRATION_IMAGES = 64
-#: Training images (outside the calibration set) the mixed-precision search is scored on.
-SEARCH_IMAGES = 160
 #: Most backbone units (of 18 in EfficientNet-Lite0) the INT8 search keeps float.
 MAX_FLOAT_UNITS = 8
-
-
-# -- the run's own images ------------------------------------------------------------------
-
-
-def calibration_for(onnx_path: Path, calib: str | Path | None, n: int = CALIBRATION_IMAGES, seed: int = 0
-                    ) -> CalibrationSource:
-    """The calibration set: ``calib`` when given, else a seeded stratified draw from the run's training split.
-
-    Raises:
-        DatasetError: No ``--calib`` and no recorded splits next to the model.
-    """
-    if calib is not None:
-        return load_calibration(calib)
-    from ..splits import run_dir_of, run_split, stratified_draw, verified
-
-    run = run_dir_of(onnx_path)
-    if run is None:
-        raise DatasetError(f"no calibration images for {onnx_path}: it is not in a run folder with splits.json",
-                           "pass --calib FOLDER (edgecrack calibration build --source YOUR_DATA --out FOLDER)")
-    picked = verified(stratified_draw(run_split(run, "train"), n, seed), "training")
-    if len(picked) < 8:
-        raise DatasetError(f"only {len(picked)} training images of {run} are available for calibration",
-                           "pass --calib FOLDER with at least 32 images")
-    return CalibrationSource(run, [p for p, _, _ in picked], [lab for _, lab, _ in picked],
-                             calibration_hash([sha for _, _, sha in picked]),
-                             {"source": f"{run} training split", "seed": seed, "n": len(picked)})
-
-
-def search_images_for(onnx_path: Path, calib: CalibrationSource, m: Manifest, n: int = SEARCH_IMAGES) -> np.ndarray:
-    """Images the mixed-precision search scores models on: training images that did not set the
-    ranges (a seeded stratified draw), else the calibration images when the model has no run.
-
-    Scored on the calibration images themselves, one float unit "reached" 100 % agreement on the
-    224 px default where the held-out images then gave 95.8 %: ranges fitted to a set flatter it.
-    """
-    from ..preprocess import decode_image, preprocess
-    from ..splits import run_dir_of, run_split, stratified_draw, verified
-
-    run = run_dir_of(onnx_path)
-    if run is not None:
-        from ..data import content_hash
-
-        cal = {content_hash(p) for p in calib.paths}
-        rest = [it for it in run_split(run, "train") if it[2] not in cal]
-        picked = verified(stratified_draw(rest, n, seed=1), "training") if len(rest) >= 32 else []
-        if picked:
-            return preprocess([decode_image(p) for p, _, _ in picked], m.input)
-    return np.concatenate(list(calib.batches(m.input, 32)))
-
-
-def eval_images_for(onnx_path: Path, eval_data: str | Path | None, manifest: Manifest, calib: CalibrationSource
-                    ) -> tuple[str, np.ndarray, np.ndarray]:
-    """Labelled held-out images for the accuracy check, preprocessed by the inference function.
-
-    ``eval_data`` when given (minus any calibration image), else the run's validation + test split.
-
-    Returns:
-        (description, ``uint8 [N,H,W,3]``, label indices)
-    """
-    from ..data import content_hash, discover
-    from ..errors import ImageDecodeError
-    from ..preprocess import decode_image, preprocess
-
-    if eval_data is not None:
-        ds = discover(Path(eval_data), "folder", min_classes=1)
-        items = [(s.path, s.label, content_hash(s.path)) for s in ds.samples]
-        where = str(eval_data)
-    else:
-        from ..splits import run_dir_of, run_split, verified
-
-        run = run_dir_of(onnx_path)
-        if run is None:
-            raise DatasetError(f"no held-out images for {onnx_path}: it is not in a run folder with splits.json",
-                               "pass --eval-data FOLDER (labelled class folders)")
-        items = verified(run_split(run, "validation", "test"), "held-out")  # sha1 checked there, once
-        where = f"{run} validation + test split"
-    calib_hashes = {content_hash(p) for p in calib.paths}
-    keep = [(p, lab) for p, lab, sha in items if lab in manifest.labels and sha not in calib_hashes]
-    if len(keep) < 20:
-        raise DatasetError(f"only {len(keep)} labelled held-out images ({where}) outside the calibration set; the "
-                           "accuracy check needs at least 20", "pass --eval-data with a larger labelled folder")
-    imgs, ys = [], []
-    for p, lab in keep:
-        try:
-            imgs.append(decode_image(p))
-            ys.append(manifest.labels.index(lab))
-        except ImageDecodeError:
-            continue
-    return f"{len(ys)} images, {where}", preprocess(imgs, manifest.input), np.array(ys)
-
-
-# -- fidelity ------------------------------------------------------------------------------
-
-
-@dataclass
-class Fidelity:
-    """A model's decisions against FP32's on the same held-out images."""
-
-    accuracy: float
-    fp32_accuracy: float
-    accuracy_delta_points: float
-    top1_agreement: float
-    decision_agreement: float
-    max_abs_diff: float
-    mean_abs_diff: float
-    n: int
-
-
-def decisions(probs: np.ndarray, m: Manifest) -> np.ndarray:
-    from ..loop.postprocess import predict_labels
-
-    return predict_labels(probs, m.positive_index, m.threshold)
-
-
-def fidelity(p: np.ndarray, p0: np.ndarray, y: np.ndarray, m: Manifest) -> Fidelity:
-    d, d0 = decisions(p, m), decisions(p0, m)
-    acc, acc0 = float((d == y).mean()), float((d0 == y).mean())
-    return Fidelity(acc, acc0, round((acc - acc0) * 100, 3), float((p.argmax(1) == p0.argmax(1)).mean()),
-                    float((d == d0).mean()), float(np.abs(p - p0).max()), float(np.abs(p - p0).mean()), int(len(y)))
-
-
-def session(model: bytes | Path, threads: int | None = None, reference: bool = False):
-    """onnxruntime CPU session; ``reference`` runs Q/DQ as written (no fused integer kernels)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    if threads:
-        so.intra_op_num_threads = threads
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
-def probs_of(sess, x: np.ndarray, input_name: str, batch: int = 32) -> np.ndarray:
-    return np.concatenate([sess.run(None, {input_name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 # -- FP16 ----------------------------------------------------------------------------------
@@ -286,7 +150,7 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
         load_calibration(calib) if calib else CalibrationSource(onnx_path.parent, [], [], "", {}))
     where, x, y = eval_images_for(onnx_path, eval_data, m, calib_src)
     say("FP32 reference", 0, 1)
-    p0 = probs_of(session(src, threads), x, m.input_name)
+    p0 = probs_on(session(src, threads), x, BATCH, m.input_name)
     say("FP32 reference", 1, 1)
     extra: dict = {"precision": precision}
     mixed_record: dict = {}
@@ -294,11 +158,11 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
         say("converting to FP16", 0, 1)
         model = fp16_graph(onnx.load_from_string(src))
         blob = model.SerializeToString()
-        p = probs_of(session(blob, threads), x, m.input_name)
+        p = probs_on(session(blob, threads), x, BATCH, m.input_name)
         extra["format"] = "fp16"
     else:
         blob, mixed_record = _qdq_blob(onnx_path, calib_src, m, say, min_agreement, max_float, threads)
-        p = probs_of(session(blob, threads, reference=True), x, m.input_name)
+        p = probs_on(session(blob, threads, reference=True), x, BATCH, m.input_name)
         extra.update({"format": "qdq-tensorrt", "activations": "int8 symmetric per-tensor",
                       "weights": "int8 symmetric per-channel", "bias": "float",
                       "evaluated_as": "onnxruntime reference arithmetic (Q/DQ as written, no fused kernels)",
@@ -345,7 +209,7 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     clipped [0, 6] range rather than its raw pre-activation range (-30..40 on this backbone):
     measured on the 224 px default, top-1 agreement 85.8 % -> 93.3 % on 120 held-out images.
     The most sensitive backbone units stay float until the decisions on the search images
-    (:func:`search_images_for`) agree with FP32's (:mod:`edgecrack.export.mixed`).
+    (:func:`~edgecrack.export.run_images.search_images_for`) agree with FP32's (:mod:`edgecrack.export.mixed`).
 
     Returns:
         (model bytes, the mixed-precision record for the manifest)
@@ -356,9 +220,6 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     except ImportError as e:
         raise BackendUnavailable(f"INT8 Q/DQ export needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
-    from . import mixed
-    from .quantize import _quiet_root_logger, float_nodes
-
     ops = ["Conv", "Add", "Clip"]
     base = onnx.load(str(onnx_path))
     keep = [p for p in base.metadata_props if not p.key.startswith("edgecrack")]
@@ -366,26 +227,17 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     base.metadata_props.extend(keep)
     always_float = float_nodes(base)
     quantizable = [n.name for n in base.graph.node if n.op_type in ops and n.name not in set(always_float)]
-    x_cal = np.concatenate(list(calib.batches(m.input, 32)))
     x = search_images_for(onnx_path, calib, m)
-    p0 = probs_of(session(onnx_path.read_bytes(), threads), x, m.input_name)
+    p0 = probs_on(session(onnx_path.read_bytes(), threads), x, BATCH, m.input_name)
     with tempfile.TemporaryDirectory(prefix="edgecrack-qdq-") as tmp:
         pre, out, cache = Path(tmp) / "pre.onnx", Path(tmp) / "qdq.onnx", Path(tmp) / "ranges.json"
         onnx.save(base, str(pre))
         say(f"calibrating on {len(calib)} images", 0, 1)
 
-        class _Reader:
-            def __init__(self):
-                self._it = iter([x_cal[i:i + 8] for i in range(0, len(x_cal), 8)])
-
-            def get_next(self):
-                b = next(self._it, None)
-                return None if b is None else {m.input_name: b}
-
         def quantize(extra_float: set[str]) -> bytes:
             # The first call calibrates and caches the ranges; the search's calls reuse them.
-            with _quiet_root_logger():
-                quantize_static(str(pre), str(out), None if cache.is_file() else _Reader(),
+            with quiet_root_logger():
+                quantize_static(str(pre), str(out), None if cache.is_file() else CalibrationReader(calib, m),
                                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                                 weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
                                 nodes_to_exclude=always_float + sorted(extra_float), op_types_to_quantize=ops,
@@ -394,10 +246,7 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
                                                "QuantizeBias": False, "CalibMovingAverage": True})
             return out.read_bytes()
 
-        def agreement(blob: bytes) -> mixed.Score:
-            p = probs_of(session(blob, threads, reference=True), x, m.input_name)
-            return mixed.Score(float((p.argmax(1) == p0.argmax(1)).mean()), mixed.logit_shift(p, p0, m.positive_index))
-
-        found = mixed.search(mixed.backbone_units(base, quantizable), quantize, agreement, target, max_float, say)
+        found = mixed.search(mixed.backbone_units(base, quantizable), quantize,
+                             search_scorer(x, p0, m, threads, reference=True), target, max_float, say)
         say(f"calibrating on {len(calib)} images", 1, 1)
         return found.blob, found.record()

@@ -31,10 +31,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..calibration import CalibrationSource
-from ..errors import ArtifactError, BackendUnavailable, ConfigError, DatasetError
+from ..compare import Agreement, compare_probs, probs_on
+from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
+from . import mixed
+from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
+from .run_images import calibration_for, eval_images_for, search_images_for
 
 #: Candidate formats: name -> (QuantFormat, activation type, weight type).
 QUANT_FORMATS = {
@@ -45,9 +48,6 @@ QUANT_FORMATS = {
 }
 DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
-# Ops that start the network proper; everything between the graph input and these is the
-# in-graph preprocessing and stays float.
-_COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 Progress = Callable[[str, int, int], None]
 
@@ -112,6 +112,13 @@ class Candidate:
     within_budget: bool = True
     verdict: str = ""
 
+    @classmethod
+    def measured(cls, name: str, vs_fp32: Agreement, latency_ms: dict[str, float], **kw) -> "Candidate":
+        """A candidate from its agreement with FP32 on the labelled held-out images (:mod:`edgecrack.compare`)."""
+        return cls(name, vs_fp32.accuracy, latency_ms, accuracy_delta_points=vs_fp32.accuracy_delta_points,
+                   top1_agreement=vs_fp32.top1_agreement, decision_agreement=vs_fp32.decision_agreement,
+                   max_abs_diff=vs_fp32.max_abs_diff, mean_abs_diff=vs_fp32.mean_abs_diff, **kw)
+
     def speedup(self, ref: "Candidate", batch: int) -> float:
         return ref.latency_ms[str(batch)] / self.latency_ms[str(batch)]
 
@@ -133,49 +140,6 @@ def default_int8_path(onnx_path: str | Path) -> Path:
     return p.with_name(f"{p.stem}.int8.onnx")
 
 
-def head_nodes(model) -> list[str]:
-    """Names of the nodes between the last convolution and the graph outputs (kept float).
-
-    Pooling, the linear classifier, softmax and the test-time-augmentation average are a few
-    thousand multiply-adds; quantizing them buys no speed and moves the decision boundary
-    (the classifier stays exactly as trained).
-    """
-    producer = {o: n for n in model.graph.node for o in n.output}
-    front = [o.name for o in model.graph.output]
-    seen: list[str] = []
-    while front:
-        n = producer.get(front.pop())
-        if n is None or n.name in seen or n.op_type == "Conv":
-            continue
-        seen.append(n.name)
-        front.extend(n.input)
-    return seen
-
-
-def float_nodes(model) -> list[str]:
-    """Nodes every INT8 variant keeps in float: the in-graph preprocessing and the classifier head."""
-    return preprocessing_nodes(model) + head_nodes(model)
-
-
-def preprocessing_nodes(model) -> list[str]:
-    """Names of the nodes between the graph input and the first compute op (kept float)."""
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    inits = {i.name for i in model.graph.initializer}
-    front = [i.name for i in model.graph.input if i.name not in inits]
-    seen: list[str] = []
-    while front:
-        t = front.pop()
-        for n in consumers.get(t, []):
-            if n.op_type in _COMPUTE_OPS or n.name in seen:
-                continue
-            seen.append(n.name)
-            front.extend(n.output)
-    return seen
-
-
 def _validate(cfg: QuantizeConfig) -> None:
     bad = [f for f in cfg.formats if f not in QUANT_FORMATS]
     if bad or not cfg.formats:
@@ -194,9 +158,7 @@ def _validate(cfg: QuantizeConfig) -> None:
 
 
 def _measure(sess, x: np.ndarray, input_name: str, runs: int) -> tuple[np.ndarray, dict[str, float]]:
-    from .precision import probs_of
-
-    probs = probs_of(sess, x, input_name)
+    probs = probs_on(sess, x, BATCH, input_name)
     lat = {}
     for b in (1, 8):
         xb = np.ascontiguousarray(x[:b])
@@ -209,18 +171,6 @@ def _measure(sess, x: np.ndarray, input_name: str, runs: int) -> tuple[np.ndarra
             ts.append(time.perf_counter() - t0)
         lat[str(b)] = float(np.median(ts) * 1e3)
     return probs, lat
-
-
-class _Reader:
-    """onnxruntime CalibrationDataReader over the shared calibration batches."""
-
-    def __init__(self, calib: CalibrationSource, m: Manifest, batch: int = 8):
-        self._it = calib.batches(m.input, batch)
-        self._name = m.input_name
-
-    def get_next(self):
-        b = next(self._it, None)
-        return None if b is None else {self._name: b}
 
 
 def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, config: QuantizeConfig | None = None,
@@ -260,7 +210,6 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
         raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
     from ..platform import cpu_name, int8_isa
-    from .precision import calibration_for, decisions, eval_images_for, session
 
     say = progress or (lambda *_: None)
     isa = int8_isa()
@@ -272,8 +221,11 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
 
     say("measuring FP32", 0, 1)
     p0, lat0 = _measure(session(fp32_bytes, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
-    d0 = decisions(p0, manifest)
-    acc0 = float((d0 == y_eval).mean())
+
+    def vs_fp32(p: np.ndarray) -> Agreement:
+        return compare_probs(p, p0, y_eval, manifest.positive_index, manifest.threshold)
+
+    acc0 = vs_fp32(p0).accuracy
     fp32 = Candidate("fp32", acc0, lat0, size_bytes=len(fp32_bytes))
     say("measuring FP32", 1, 1)
 
@@ -304,8 +256,8 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             fmt, act, wt = QUANT_FORMATS[name]
             out_tmp = Path(tmp) / f"{name}.onnx"
             t0 = time.perf_counter()
-            with _quiet_root_logger():
-                quantize_static(str(pre), str(out_tmp), _Reader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
+            with quiet_root_logger():
+                quantize_static(str(pre), str(out_tmp), CalibrationReader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
                                 activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
                                 per_channel=cfg.per_channel, reduce_range=reduce_range, nodes_to_exclude=excluded,
                                 calibrate_method=method,
@@ -318,20 +270,14 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
                 say(f"{name}: onnxruntime cannot run it ({str(e).splitlines()[0][:120]})", k + 1, len(cfg.formats))
                 continue
             p, lat = _measure(sess, x_eval, manifest.input_name, cfg.latency_runs)
-            d = decisions(p, manifest)
-            acc = float((d == y_eval).mean())
-            c = Candidate(name, acc, lat, accuracy_delta_points=round((acc - acc0) * 100, 3),
-                          top1_agreement=float((p.argmax(1) == p0.argmax(1)).mean()),
-                          decision_agreement=float((d == d0).mean()),
-                          max_abs_diff=float(np.abs(p - p0).max()), mean_abs_diff=float(np.abs(p - p0).mean()),
-                          quantize_seconds=round(qs, 2), size_bytes=len(blob))
+            c = Candidate.measured(name, vs_fp32(p), lat, quantize_seconds=round(qs, 2), size_bytes=len(blob))
             c.verdict = _verdict(c, fp32, cfg)
             c.within_budget = c.verdict == "ok"
             results.append(c)
             blobs[name] = blob
             say(f"quantizing {name}", k + 1, len(cfg.formats))
-        mixed_run = _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, y_eval,
-                                     p0, d0, method, extra_options, reduce_range, say)
+        mixed_run = _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32,
+                                     method, extra_options, reduce_range, say)
         if mixed_run is not None:
             c, blob, record = mixed_run
             results.append(c)
@@ -397,7 +343,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     return QuantizeResult(out, im, chosen, fp32, results, int(len(y_eval)), calib.describe())
 
 
-def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, y_eval, p0, d0, method,
+def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32, method,
                      extra_options, reduce_range, say):
     """When every format is fast enough but disagrees with FP32, keep the most sensitive backbone
     units of the fastest one float (:mod:`edgecrack.export.mixed`) and measure that model too.
@@ -407,9 +353,6 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     """
     import onnx
     import onnxruntime.quantization as oq
-
-    from . import mixed
-    from .precision import decisions, probs_of, search_images_for, session
 
     if cfg.max_float_units <= 0:
         return None
@@ -422,12 +365,12 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     ops = ["Conv", "Add", "Clip", "MatMul", "Mul", "Relu"]
     quantizable = [n.name for n in model.graph.node if n.op_type in ops and n.name not in set(excluded)]
     x = search_images_for(onnx_path, calib, manifest)
-    ps = probs_of(session(pre.read_bytes(), cfg.threads), x, manifest.input_name)
+    ps = probs_on(session(pre.read_bytes(), cfg.threads), x, BATCH, manifest.input_name)
     cache, out = pre.with_name("ranges.json"), pre.with_name(f"{base.name}+mixed.onnx")
 
     def quantize(extra_float: set[str]) -> bytes:
-        with _quiet_root_logger():
-            oq.quantize_static(str(pre), str(out), None if cache.is_file() else _Reader(calib, manifest),
+        with quiet_root_logger():
+            oq.quantize_static(str(pre), str(out), None if cache.is_file() else CalibrationReader(calib, manifest),
                                quant_format=getattr(oq.QuantFormat, fmt), activation_type=getattr(oq.QuantType, act),
                                weight_type=getattr(oq.QuantType, wt), per_channel=cfg.per_channel,
                                reduce_range=reduce_range, nodes_to_exclude=excluded + sorted(extra_float),
@@ -435,41 +378,15 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
                                calibration_cache_path=str(cache))
         return out.read_bytes()
 
-    def agreement(blob: bytes) -> mixed.Score:
-        p = probs_of(session(blob, cfg.threads), x, manifest.input_name)
-        return mixed.Score(float((p.argmax(1) == ps.argmax(1)).mean()),
-                           mixed.logit_shift(p, ps, manifest.positive_index))
-
-    found = mixed.search(mixed.backbone_units(model, quantizable), quantize, agreement, cfg.min_agreement,
-                         cfg.max_float_units, say)
+    found = mixed.search(mixed.backbone_units(model, quantizable), quantize,
+                         search_scorer(x, ps, manifest, cfg.threads), cfg.min_agreement, cfg.max_float_units, say)
     if not found.float_units:
         return None
     p, lat = _measure(session(found.blob, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
-    d = decisions(p, manifest)
-    acc = float((d == y_eval).mean())
-    c = Candidate(f"{base.name}+mixed", acc, lat, accuracy_delta_points=round((acc - fp32.accuracy) * 100, 3),
-                  top1_agreement=float((p.argmax(1) == p0.argmax(1)).mean()), decision_agreement=float((d == d0).mean()),
-                  max_abs_diff=float(np.abs(p - p0).max()), mean_abs_diff=float(np.abs(p - p0).mean()),
-                  size_bytes=len(found.blob))
+    c = Candidate.measured(f"{base.name}+mixed", vs_fp32(p), lat, size_bytes=len(found.blob))
     c.verdict = _verdict(c, fp32, cfg)
     c.within_budget = c.verdict == "ok"
     return c, found.blob, found.record()
-
-
-class _quiet_root_logger:
-    """onnxruntime's quantizer logs per-tensor warnings on the root logger (e.g. int32 bias range
-    of tiny depthwise scales); the accuracy measurement is what decides, so they are muted."""
-
-    def __enter__(self):
-        import logging
-
-        self._lvl = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        import logging
-
-        logging.getLogger().setLevel(self._lvl)
 
 
 def _verdict(c: Candidate, fp32: Candidate, cfg: QuantizeConfig) -> str:
