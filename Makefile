@@ -59,7 +59,7 @@ test-fast: install
 NOTORCH_VENV ?= .venv-notorch
 NOTORCH_TESTS := tests/test_runtime.py tests/test_loop_runner.py tests/test_loop_sinks.py tests/test_loop_sources.py \
 	tests/test_loop_tiling.py tests/test_loop_postprocess.py tests/test_cli_run.py tests/test_geo.py \
-	tests/test_robustness.py tests/test_import_isolation.py
+	tests/test_robustness.py tests/test_import_isolation.py tests/test_cli_common.py
 test-notorch:
 	$(PY) -m venv $(NOTORCH_VENV)
 	$(NOTORCH_VENV)/bin/pip install -q -e . pytest $(QUIET_PIP)

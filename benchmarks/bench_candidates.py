@@ -92,7 +92,8 @@ def measure(name: str, over: dict, tmp: Path, threads: int, do_cv: bool, folds: 
     from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
     from edgecrack.manifest import read_manifest
     from edgecrack.preprocess import preprocess_files
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.jobs import train_job
+    from edgecrack.train.api import TrainConfig
 
     row: dict = {"name": name, "config": over}
     cache = tmp / "cache"
@@ -101,7 +102,7 @@ def measure(name: str, over: dict, tmp: Path, threads: int, do_cv: bool, folds: 
         row["cv_accuracy"], row["cv_std"] = cv["accuracy_mean"], cv["accuracy_std"]
         row["cv_folds"] = cv["accuracy_folds"]
     run = tmp / f"run-{abs(hash(name))}"
-    res = train(TrainConfig(out=str(run), cache_dir=str(cache), plots=False, **over))
+    res = train_job(TrainConfig(out=str(run), cache_dir=str(cache), plots=False, **over))
     held = [res.metrics[k] for k in ("validation", "test") if k in res.metrics]
     row["heldout_accuracy"] = float(sum(m["accuracy"] * m["n"] for m in held) / sum(m["n"] for m in held))
     m = read_manifest(run / "model.onnx")

@@ -44,14 +44,15 @@ def main() -> None:
     from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
     from edgecrack.export.run_images import calibration_for, eval_images_for, search_images_for
     from edgecrack.manifest import read_manifest
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.jobs import train_job
+    from edgecrack.train.api import TrainConfig
     import onnx
 
     logging.getLogger().setLevel(logging.ERROR)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgecrack-int8-") as t:
         tmp = Path(t)
-        train(TrainConfig(out=str(tmp / "run"), cache_dir=str(tmp / "cache"), plots=False))
+        train_job(TrainConfig(out=str(tmp / "run"), cache_dir=str(tmp / "cache"), plots=False))
         src = tmp / "run" / "model.onnx"
         m = read_manifest(src)
         cal = calibration_for(src, None)

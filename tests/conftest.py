@@ -90,14 +90,15 @@ def trained_run(tmp_path_factory, small_deck) -> Path:
     """
     if not _has_torch():
         pytest.skip("training needs the 'train' extra (torch)")
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.jobs import train_job
+    from edgecrack.train.api import TrainConfig
     from edgecrack.train.loop import LoopConfig
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cache = tmp_path_factory.mktemp("cache")
     cfg = TrainConfig(data=str(small_deck), out=str(out), views=2, tta=2, cache_dir=str(cache), plots=True,
                       fine_tune_blocks=0, loop=LoopConfig(epochs=5, seed=0))
-    train(cfg)
+    train_job(cfg)
     return out
 
 

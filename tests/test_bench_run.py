@@ -152,3 +152,31 @@ def test_corrupt_artifact_is_reported_not_fatal(trained_run, holdout_deck, tmp_p
     assert "png" not in paths and any(n.startswith("plots skipped") for n in rep.notes)
     with pytest.raises(ArtifactError, match="holds no checkpoint"):
         artifacts_of_run(tmp_path / "out")
+
+
+def test_bench_reports_progress_through_the_one_protocol(tiny_run, holdout_deck):
+    """bench counts its steps against one total and reports them as ``(phase, done, total)``; a
+    backend that cannot run is a message (torch-free: the committed tiny model)."""
+    from edgecrack.progress import Reporter
+
+    class Recorder(Reporter):
+        def __init__(self):
+            self.calls, self.messages = [], []
+
+        def progress(self, phase, done, total):
+            self.calls.append((phase, done, total))
+
+        def message(self, text):
+            self.messages.append(text)
+
+    rec = Recorder()
+    bench(BenchConfig(run=str(tiny_run), backends=("onnxruntime-cpu", "onnxruntime-cuda"), iterations=1, warmup=0,
+                      e2e_images=2, accuracy=False, baseline=False, data=str(holdout_deck)), rec)
+    totals = {t for _, _, t in rec.calls}
+    assert len(totals) == 1 and rec.calls[-1][1] == totals.pop()  # one total, reached at the end
+    assert [d for _, d, _ in rec.calls] == sorted(d for _, d, _ in rec.calls)  # never goes back
+    assert any("batch 1 compute" in p for p, _, _ in rec.calls)
+    from edgecrack.runtime.registry import probe_backend
+
+    if probe_backend("onnxruntime-cuda"):  # no CUDA here: said once, with the reason
+        assert [m for m in rec.messages if "onnxruntime-cuda" in m and "unavailable" in m]

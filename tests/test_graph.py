@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecrack.export.graph import fold_constants, tensorrt_readiness
+from edgecrack.errors import ArtifactError
+from edgecrack.export.graph import fold_constants, readiness_of_models, tensorrt_readiness
 
 torch = pytest.importorskip("torch")
 
@@ -135,3 +136,30 @@ def test_doctor_model_reports_readiness(trained_run, tmp_path):
     r = CliRunner().invoke(app, ["doctor", "--model", str(bad)])
     out = " ".join(r.output.split())  # rich wraps at the test terminal's width
     assert r.exit_code == 1 and "[uint8-cast] Transpose" in out and "not TensorRT-ready" in out
+
+
+def test_readiness_of_a_run_folder_judges_cpu_int8_models_by_the_input_rules_only(tiny_run, tmp_path):
+    """What ``edgecrack doctor --model`` reports: every ONNX file of a folder; an onnxruntime CPU
+    INT8 model (integer ops are its point) only by the uint8-cast and static-shape rules."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    qc = helper.make_model(helper.make_graph([helper.make_node("QLinearConv", ["x"], ["y"], name="qc")], "g", [x], [y]),
+                           opset_imports=[helper.make_opsetid("", 17)])
+    for name in ("model.int8.onnx", "stray.onnx"):
+        onnx.save(qc, str(run / name))
+    side = json.loads((run / "model.onnx.json").read_text())
+    (run / "model.int8.onnx.json").write_text(json.dumps({**side, "kind": "onnx-int8"}))
+    res = {p.name: r for p, r in readiness_of_models(run).items()}
+    assert sorted(res) == ["model.int8.onnx", "model.onnx", "stray.onnx"]
+    assert res["model.onnx"].ok and res["model.int8.onnx"].ok
+    assert not res["stray.onnx"].ok and "ort-only-op" in {f.rule for f in res["stray.onnx"].findings}
+    with pytest.raises(ArtifactError, match="no ONNX model at"):
+        readiness_of_models(tmp_path / "empty")
+    (run / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match="broken.onnx is not a readable ONNX model"):
+        readiness_of_models(run)

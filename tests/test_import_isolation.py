@@ -71,8 +71,9 @@ def test_deploy_modules_import_without_torch():
 #: Modules this layer owns: none of them may be on a cycle.
 ACYCLIC = {"edgecrack.platform", "edgecrack.artifacts", "edgecrack.compare", "edgecrack.metrics", "edgecrack.evaluate",
            "edgecrack.doctor", "edgecrack.engine_cache", "edgecrack.runtime", "edgecrack.runtime.registry",
-           "edgecrack.export.onnx", "edgecrack.export.tensorrt", "edgecrack.export.from_run", "edgecrack.cli_bench",
-           "edgecrack.cli_common", "edgecrack.report", "edgecrack.report_html", "edgecrack.geo",
+           "edgecrack.export.onnx", "edgecrack.export.tensorrt", "edgecrack.export.from_run", "edgecrack.cli.bench",
+           "edgecrack.cli.common", "edgecrack.cli", "edgecrack.progress", "edgecrack.jobs", "edgecrack.train.api",
+           "edgecrack.train.checkpoint", "edgecrack.report", "edgecrack.report_html", "edgecrack.geo",
            "edgecrack.export.precision", "edgecrack.export.quantize", "edgecrack.export.ortquant",
            "edgecrack.export.run_images", "edgecrack.export.mixed"}
 
@@ -186,6 +187,34 @@ def test_no_import_cycles_among_the_shared_layer():
     assert not mine, f"import cycles through {mine}: {[sorted(c) for c in cycles if c & ACYCLIC]}"
     new = [sorted(c) for c in cycles if not any(c <= k for k in KNOWN_CYCLES)]
     assert not new, f"new import cycles: {new}"
+
+
+def test_train_and_export_do_not_import_each_other():
+    """The torch side in layers: ``edgecrack.jobs`` runs training then export; below it, train/
+    never imports export/, and export/ (like the torch runtime backend) reaches a trained network
+    only through ``train.checkpoint`` and the network definition it needs."""
+    graph = _import_graph()
+    allowed_from_train = {"edgecrack.train.checkpoint", "edgecrack.train.model", "edgecrack.train.backbones"}
+    bad = sorted(f"{m} -> {t}" for m, edges in graph.items() for t in edges
+                 if (m.startswith("edgecrack.train") and t.startswith("edgecrack.export"))
+                 or ((m.startswith("edgecrack.export") or m.startswith("edgecrack.runtime"))
+                     and t.startswith("edgecrack.train") and t not in allowed_from_train))
+    assert not bad, bad
+    assert graph["edgecrack.train.checkpoint"] <= {"edgecrack.train.model", "edgecrack.train.backbones",
+                                                   "edgecrack.manifest", "edgecrack.errors", "edgecrack.io"}
+    assert "edgecrack.train.checkpoint" in graph["edgecrack.runtime.torch_backend"]
+
+
+def test_cli_commands_are_thin_and_import_no_other_command():
+    """One module per command under ``edgecrack.cli``: each imports ``cli.common`` and the library,
+    never another command module (what two commands share lives in ``common``)."""
+    graph = _import_graph()
+    commands = {m for m in graph if m.startswith("edgecrack.cli.") and m not in ("edgecrack.cli.common",
+                                                                                   "edgecrack.cli.__main__")}
+    assert {"edgecrack.cli.train", "edgecrack.cli.export", "edgecrack.cli.build_engine", "edgecrack.cli.run",
+            "edgecrack.cli.bench"} <= commands
+    crossing = sorted(f"{m} -> {t}" for m in commands for t in graph[m] if t in commands or t == "edgecrack.cli")
+    assert not crossing, crossing
 
 
 #: Largest module, in lines (issue 11: no module over ~800 lines).

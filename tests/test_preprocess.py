@@ -221,7 +221,7 @@ def test_torch_eval_path_numpy_reference_and_onnx_agree(trained_run, holdout_dec
     torch = one_torch_thread
     import onnxruntime as ort
 
-    from edgecrack.train.api import load_checkpoint
+    from edgecrack.train.checkpoint import load_checkpoint
 
     net, m = load_checkpoint(trained_run)
     paths = sorted(holdout_deck.rglob("*.jpg"))

@@ -42,7 +42,8 @@ def better_run(tmp_path_factory, split_deck) -> Path:
     the 8-view one none (measured on the 201 held-out images). Head only: seconds on an idle
     2-core machine (1280 trunk passes)."""
     pytest.importorskip("torch")
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.jobs import train_job
+    from edgecrack.train.api import TrainConfig
     from edgecrack.train.loop import LoopConfig
 
     out = tmp_path_factory.mktemp("runs") / "int8src"
@@ -52,7 +53,7 @@ def better_run(tmp_path_factory, split_deck) -> Path:
     cfg = TrainConfig(data=str(split_deck[0]), out=str(out), views=8, tta=1, solver="adamw", image_size=224,
                       fine_tune_blocks=0,
                       plots=False, cache_dir=str(tmp_path_factory.mktemp("cache")), loop=LoopConfig(epochs=30, seed=0))
-    train(cfg)
+    train_job(cfg)
     return out
 
 

@@ -117,6 +117,10 @@ def test_metrics_are_sane(metrics):
     bn = metrics["bottleneck"]
     assert bn["computed"] + bn["cache_hits"] == 40 and bn["views"] == 2
     assert metrics["onnx_parity"]["top1_agreement"] == 1.0
+    assert metrics["onnx_parity"]["n"] == 8  # the first held-out images: 2 test + 6 validation
+    t = metrics["timings"]
+    assert list(t)[-2:] == ["export_s", "total_s"] and t["export_s"] > 0
+    assert t["total_s"] >= t["bottleneck_s"] + t["training_s"] + t["export_s"]
     # pretrained features separate cracked from uncracked decks even after 5 epochs on 28 images
     assert metrics["train"]["roc_auc"] > 0.75
 
@@ -140,7 +144,7 @@ def test_checkpoint_is_safetensors_and_matches_onnx_on_real_images(trained_run, 
     import onnxruntime as ort
     from safetensors import safe_open
 
-    from edgecrack.train.api import load_checkpoint
+    from edgecrack.train.checkpoint import load_checkpoint
 
     raw = (trained_run / "checkpoint.safetensors").read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])
@@ -170,10 +174,11 @@ def test_refit_trains_on_train_and_validation(trained_run, metrics):
 def test_validation_metrics_are_what_the_exported_model_gives(small_deck, config, tmp_path):
     # Without the refit the exported model is the one validation measured.
     from edgecrack.evaluate import evaluate
-    from edgecrack.train.api import TrainConfig, train
+    from edgecrack.jobs import train_job
+    from edgecrack.train.api import TrainConfig
 
     run = tmp_path / "norefit"
-    res_t = train(TrainConfig(data=str(small_deck), out=str(run), views=2, tta=2, cache_dir=config["cache_dir"],
+    res_t = train_job(TrainConfig(data=str(small_deck), out=str(run), views=2, tta=2, cache_dir=config["cache_dir"],
                               plots=False, refit=False))
     metrics = res_t.metrics
     assert metrics["refit_on_train_and_validation"] == 0
@@ -190,7 +195,7 @@ def test_validation_metrics_are_what_the_exported_model_gives(small_deck, config
 
 
 def test_load_checkpoint_errors(trained_run, tmp_path):
-    from edgecrack.train.api import load_checkpoint
+    from edgecrack.train.checkpoint import load_checkpoint
 
     with pytest.raises(ArtifactError, match="no checkpoint.safetensors"):
         load_checkpoint(tmp_path)

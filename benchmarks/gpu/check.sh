@@ -50,7 +50,7 @@ log "torch GPU inference"
 import json, sys, time
 from pathlib import Path
 import numpy as np, torch
-from edgecrack.train.api import load_checkpoint
+from edgecrack.train.checkpoint import load_checkpoint
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 rep = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "inference": [], "training": {}}
 scale = json.loads((runs / "scale.json").read_text())

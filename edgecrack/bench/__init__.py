@@ -33,7 +33,7 @@ from .config import BACKENDS, BenchConfig
 from .goals import OVERHEAD_GOAL, TORCH_SPEEDUP_GOAL, goals_of, pair_ratio, summarize
 from .measure import measure_compute, measure_e2e, measure_overhead, measure_speedup
 from .render import report_markdown, write_plots, write_report
-from .run import BenchReporter, bench, fold_training
+from .run import bench, fold_training
 from .schema import (SCHEMA, SCHEMA_MAJOR, TRAIN_SCHEMA, AccuracyResult, BatchResult, BenchReport, CellResult, Goal,
                      read_report)
 from .timing import LatencyStats, LoopBudget
@@ -41,7 +41,7 @@ from .training import training_markdown, training_section
 
 __all__ = [
     "SCHEMA", "SCHEMA_MAJOR", "TRAIN_SCHEMA", "BACKENDS", "OVERHEAD_GOAL", "TORCH_SPEEDUP_GOAL",
-    "AccuracyResult", "BatchResult", "BenchConfig", "BenchReport", "BenchReporter", "CellResult", "Comparison",
+    "AccuracyResult", "BatchResult", "BenchConfig", "BenchReport", "CellResult", "Comparison",
     "ComparisonRow", "Goal", "LatencyStats", "LoopBudget",
     "artifacts_of_run", "backends_for", "bench", "compare_reports", "environment", "fold_training", "goals_of",
     "machine_summary", "measure_compute", "measure_e2e", "measure_overhead", "measure_speedup", "open_cell_backend",

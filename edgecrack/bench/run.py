@@ -21,6 +21,7 @@ from ..compare import compare_probs
 from ..data import DEFAULT_DATASET, discover
 from ..errors import ArtifactError, BackendUnavailable, ConfigError, DatasetError
 from ..platform import environment, usable_cores
+from ..progress import Reporter
 from ..runtime.registry import probe_backend
 from .cells import open_cell_backend, plan, restore_torch_threads, torch_threads
 from .config import BACKENDS, BenchConfig
@@ -32,35 +33,37 @@ from .schema import SCHEMA, BatchResult, BenchReport, CellResult, read_report
 from .training import training_section
 
 
-class BenchReporter:
-    """Progress hooks; the CLI renders them with rich, the library default is silent."""
+class _Steps:
+    """The benchmark's steps, counted against one total and reported as ``(phase, done, total)``."""
 
-    def start(self, total: int) -> None:
-        """``total`` measurement steps are planned."""
+    def __init__(self, rep: Reporter, total: int):
+        self.rep, self.total, self.done, self.phase = rep, total, 0, "bench"
 
-    def step(self, description: str) -> None:
-        """A step starts (``description`` says which)."""
+    def step(self, phase: str) -> None:
+        """A step starts (``phase`` says which)."""
+        self.phase = phase
+        self.rep.progress(phase, self.done, self.total)
 
     def advance(self, n: int = 1) -> None:
         """``n`` steps finished (or were skipped)."""
+        self.done += n
+        self.rep.progress(self.phase, self.done, self.total)
 
     def message(self, text: str) -> None:
-        """A line worth showing (unavailable backend, goal result)."""
-
-    def finish(self) -> None:
-        """Measurements are done."""
+        self.rep.message(text)
 
 
 def _steps_per_cell(cfg: BenchConfig) -> int:
     return 2 * len(cfg.batches) + (1 if cfg.accuracy else 0)
 
 
-def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchReport:
+def bench(cfg: BenchConfig, reporter: Reporter | None = None) -> BenchReport:
     """Benchmark every artifact of a run on every backend this machine has.
 
     Args:
         cfg: What to measure (see :class:`~edgecrack.bench.config.BenchConfig`).
-        reporter: Progress hooks (silent by default).
+        reporter: Progress (:mod:`edgecrack.progress`; silent by default): one ``(step, done, total)``
+            count over the whole benchmark, and a message per cell that cannot run.
 
     Returns:
         The report; write it with :func:`~edgecrack.bench.render.write_report`.
@@ -71,7 +74,6 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
         ConfigError: Invalid settings.
     """
     cfg.validate()
-    rep = reporter or BenchReporter()
     threads = cfg.threads or usable_cores()
     data = Path(cfg.data) if cfg.data else DEFAULT_DATASET
     arts = run_artifacts(cfg.run)
@@ -97,7 +99,7 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
         raise ConfigError(f"none of the backends {list(cfg.backends or [])} runs the artifacts in {cfg.run}",
                           f"artifacts: {', '.join(a.name + ' (' + a.family + ')' for a in arts)}; backends: {', '.join(BACKENDS)}")
     budget = cfg.budget
-    rep.start(len(cells) * _steps_per_cell(cfg) + 2)
+    rep = _Steps(reporter or Reporter(), len(cells) * _steps_per_cell(cfg) + 2)
     results: list[CellResult] = []
     probs_of: dict[int, dict[str, np.ndarray]] = {}
     manifests: dict[int, Any] = {}
@@ -154,7 +156,6 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
     if cfg.baseline:
         baseline.update(_torch_baseline(results, {(a.name, b): a for a, b in cells}, paths, threads, cfg, rep))
     rep.advance()
-    rep.finish()
     _agreement(results, probs_of, manifests)
     report = BenchReport(schema=SCHEMA, edgecrack_version=__version__,
                          created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -171,7 +172,7 @@ def bench(cfg: BenchConfig, reporter: BenchReporter | None = None) -> BenchRepor
 
 
 def _torch_baseline(results: list[CellResult], arts: dict[tuple[str, str], Artifact], paths: list[Path],
-                    threads: int, cfg: BenchConfig, rep: BenchReporter) -> dict[str, Any]:
+                    threads: int, cfg: BenchConfig, rep: _Steps) -> dict[str, Any]:
     torch_cell = next((c for c in results if c.ok and c.backend == "torch-cpu" and c.batch(1)), None)
     cpu = [c for c in results if c.ok and c.backend == "onnxruntime-cpu" and c.batch(1)]
     if torch_cell is None or not cpu:

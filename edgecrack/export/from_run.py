@@ -32,7 +32,7 @@ def parity_images_for_run(run: Path, n: int = 16, seed: int = 0) -> list[Path]:
 
 
 def onnx_from_run(run: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
-                  parity_images: int = 16) -> tuple[Path, Manifest]:
+                  parity_images: int = 16, parity_paths: list[Path] | None = None) -> tuple[Path, Manifest]:
     """Re-export a run's checkpoint to ONNX (preprocessing inside, manifest attached, parity recorded).
 
     Args:
@@ -40,6 +40,7 @@ def onnx_from_run(run: str | Path, out: str | Path | None = None, opset: int = D
         out: Destination (default ``<run>/model.onnx``), written atomically with its sidecar.
         opset: ONNX opset; 17 by default, 13 is the floor (older TensorRT on JetPack 4/5.0).
         parity_images: Real images for the torch-vs-onnxruntime check (0 disables it).
+        parity_paths: These images for the check instead (an empty list disables it).
 
     Returns:
         (ONNX path, its manifest; ``extra.parity_torch_vs_ort`` holds max |dp| and top-1 agreement)
@@ -54,7 +55,7 @@ def onnx_from_run(run: str | Path, out: str | Path | None = None, opset: int = D
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is below the supported floor {MIN_OPSET}", f"use --opset {MIN_OPSET} or higher")
     try:
-        from ..train.api import load_checkpoint
+        from ..train.checkpoint import load_checkpoint
     except ImportError as e:
         from ..errors import BackendUnavailable
 
@@ -63,5 +64,7 @@ def onnx_from_run(run: str | Path, out: str | Path | None = None, opset: int = D
     from .onnx import export_onnx
 
     net, manifest = load_checkpoint(run)
-    batch = preprocess_files(parity_images_for_run(run, parity_images), manifest.input) if parity_images > 0 else None
+    if parity_paths is None:
+        parity_paths = parity_images_for_run(run, parity_images) if parity_images > 0 else []
+    batch = preprocess_files(parity_paths, manifest.input) if parity_paths else None
     return export_onnx(net, manifest, Path(out) if out else run / "model.onnx", batch, opset)

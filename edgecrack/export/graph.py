@@ -24,6 +24,7 @@ ONNX-TensorRT operator support matrix (8.5/8.6, 10.x, 11.x) and its parser's err
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -268,3 +269,38 @@ def fold_constants(model):
     del g.value_info[:]
     g.value_info.extend(vis)
     return model
+
+
+def readiness_of_models(model: str | Path) -> dict[Path, Readiness]:
+    """:func:`tensorrt_readiness` of an ONNX file, or of every ``*.onnx`` of a run folder.
+
+    An onnxruntime CPU INT8 model (manifest kind ``onnx-int8``) is never a TensorRT input: its
+    integer operators are its point, so only the input rules (``uint8-cast``, ``static-shape``)
+    apply to it. A model without a readable sidecar is judged as a TensorRT input.
+
+    Raises:
+        ArtifactError: No ONNX model there, or a file onnx cannot read.
+    """
+    from ..errors import ArtifactError
+    from ..manifest import read_manifest
+
+    model = Path(model)
+    paths = sorted(model.glob("*.onnx")) if model.is_dir() else [model]
+    if not paths or not all(p.is_file() for p in paths):
+        raise ArtifactError(f"no ONNX model at {model}", "pass a .onnx file or a run folder")
+    results = {}
+    for p in paths:
+        try:
+            r = tensorrt_readiness(p)
+        except Exception as e:  # noqa: BLE001 - a file onnx cannot read is reported, not raised
+            raise ArtifactError(f"{p} is not a readable ONNX model ({str(e).splitlines()[0][:160]})",
+                                "re-export it: edgecrack export RUN") from None
+        try:
+            cpu_only = read_manifest(p).kind == "onnx-int8"
+        except Exception:  # noqa: BLE001 - a model without a sidecar is judged as a TensorRT input
+            cpu_only = False
+        if cpu_only:
+            r.findings = [f for f in r.findings if f.rule in ("uint8-cast", "static-shape")]
+            r.ok = not r.findings
+        results[p] = r
+    return results

@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,12 +43,9 @@ from ..calibration import CalibrationSource, load_calibration
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes, sha256_file  # noqa: F401 - sha256_file re-exported
 from ..manifest import Manifest, read_manifest, write_manifest
+from ..progress import Progress
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-#: Progress callback: (phase, done, total); total 0 means "unknown".
-Progress = Callable[[str, int, int], None]
-
 
 def default_engine_path(onnx_path: str | Path, precision: str) -> Path:
     """``runs/deck/model.onnx`` + ``fp16`` -> ``runs/deck/model.fp16.engine``."""

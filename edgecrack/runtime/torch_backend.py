@@ -61,7 +61,7 @@ class TorchBackend(Backend):
             raise BackendUnavailable(why)
         import torch
 
-        from ..train.api import load_checkpoint
+        from ..train.checkpoint import load_checkpoint
 
         if self.threads:
             self._saved_threads = torch.get_num_threads()  # process-wide: restored by close()

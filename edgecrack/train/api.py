@@ -1,4 +1,8 @@
-"""``edgecrack train``: discover -> bottleneck phase -> training phase -> metrics -> artifacts."""
+"""The training job: discover -> bottleneck phase -> split -> training phase -> metrics -> run folder.
+
+``edgecrack train`` runs it through :func:`edgecrack.jobs.train_job`, which adds the ONNX export:
+this package builds, trains, saves and loads the network and never imports ``edgecrack.export``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import math
 import dataclasses
 import io
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,15 +25,17 @@ from .. import __version__
 from ..data import (DEFAULT_DATASET, Dataset, discover, fingerprint, merge_sdnet, resolve_positive, stratified_split,
                     tutorial_split)
 from ..errors import ConfigError, DatasetError
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..manifest import Manifest, read_manifest, write_manifest
+from ..io import atomic_write_json, atomic_write_text
+from ..manifest import Manifest
 from ..metrics import choose_threshold, classification_report
-from ..preprocess import InputContract, preprocess_files
+from ..preprocess import InputContract
+from ..progress import Reporter as _Reporter
 from ..splits import SPLITS_FILE
-from .backbones import BACKBONES, load_backbone
-from .bottleneck import VIEWS, FeatureRows, default_cache_dir, features_from_images, model_key
+from .backbones import BACKBONES, LoadedBackbone, load_backbone
+from .bottleneck import VIEWS, FeatureRows, FeatureSet, default_cache_dir, features_from_images, model_key
+from .checkpoint import save_checkpoint
 from .loop import EpochStats, LoopConfig, fit_linear_head, logits_from_features, train_on_features
-from .model import POOLS, TTA_VIEWS, CrackNet, build_cracknet, skeleton_cracknet
+from .model import POOLS, TTA_VIEWS, CrackNet, build_cracknet
 
 
 @dataclass
@@ -82,7 +87,8 @@ class TrainConfig:
             features, AdamW otherwise), ``lbfgs`` or ``adamw``.
         l2_grid: L2 penalties tried by the exact solver; validation log-loss picks one (shown as
             one "epoch" each in the history).
-        export: Export ``model.onnx`` at the end.
+        export: Export ``model.onnx`` at the end: done by :func:`edgecrack.jobs.train_job` (what
+            ``edgecrack train`` runs); :func:`train` itself writes the checkpoint only.
         opset: ONNX opset of the export.
         plots: Write PNG plots.
     """
@@ -215,16 +221,11 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{p}: {e.message}", e.hint) from None
 
 
-class Reporter:
-    """Progress callbacks; the CLI renders them, the library stays silent by default."""
+class Reporter(_Reporter):
+    """Progress of a training job (:class:`edgecrack.progress.Reporter`), plus one line per epoch."""
 
-    def stage(self, name: str, detail: str = "") -> None: ...
-
-    def progress(self, task: str, done: int, total: int) -> None: ...
-
-    def epoch(self, stats: EpochStats) -> None: ...
-
-    def message(self, text: str) -> None: ...
+    def epoch(self, stats: EpochStats) -> None:
+        """An epoch (or, for the exact head, one L2 penalty of the grid) finished."""
 
 
 @dataclass
@@ -290,7 +291,14 @@ def versions() -> dict[str, str]:
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
-    """Run the whole training job and write the run folder.
+    """Run the training job and write the run folder (checkpoint, manifest, config, splits, metrics).
+
+    The steps, each a function of this module: :func:`load_data` (discover the folders),
+    :func:`build_model` (backbone + head), :func:`bottleneck_features` (cached trunk output),
+    :func:`split_rows` (train/validation/test), :func:`fit` (training phase, threshold, refit),
+    :func:`score` (metrics) and :func:`write_job` (the run folder). The ONNX export that
+    ``edgecrack train`` does afterwards (``cfg.export``) is :func:`edgecrack.jobs.train_job`'s:
+    this package never imports the export side.
 
     Raises:
         DatasetError: Missing/empty/single-class data, or val/test classes that differ.
@@ -307,7 +315,57 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.loop.seed)
 
-    # -- data ------------------------------------------------------------------------
+    data = load_data(cfg, rep)
+    t0 = time.perf_counter()
+    model = build_model(cfg, data.classes)
+    timings["load_backbone_s"] = time.perf_counter() - t0
+    fs = bottleneck_features(cfg, data, model, device, rep)
+    timings["bottleneck_s"] = fs.seconds
+    split = split_rows(cfg, data, fs, rep)
+    # Features stay in the bottleneck's file; every use reads them through FeatureRows (a
+    # minibatch or a bounded chunk at a time), never as a copy of a whole split.
+    features = fs.rows()
+    fitted = fit(cfg, model.net, features, split, data, device, rep)
+    timings.update(fitted.timings)
+    metrics, probs = score(cfg, model.net, features, split, data, fitted, device)
+    skipped = list(data.train.skipped) + list(fs.skipped)
+    manifest = write_job(cfg, data, model, fs, split, fitted, metrics, probs, skipped, timings)
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics["timings"] = timings
+    metrics["bottleneck"] = {"computed": fs.computed, "cache_hits": fs.hits, "images_per_s": fs.images_per_s,
+                             "engine": fs.engine, "views": cfg.views}
+    metrics["skipped"] = len(skipped)
+    run = Path(cfg.out)
+    atomic_write_json(run / "metrics.json", metrics)
+    return TrainResult(run, manifest, metrics, [asdict(h) for h in fitted.history], timings, skipped, fitted.best_epoch,
+                       split.counts)
+
+
+# -- the steps of train() ---------------------------------------------------------------------
+
+
+@dataclass
+class JobData:
+    """The job's image folders: training root and the optional explicit held-out folders."""
+
+    root: Path
+    train: Dataset
+    validation: Dataset | None
+    test: Dataset | None
+    classes: list[str]
+    positive: str | None
+
+    @property
+    def positive_index(self) -> int | None:
+        return self.classes.index(self.positive) if self.positive else None
+
+
+def load_data(cfg: TrainConfig, rep: Reporter) -> JobData:
+    """Discover the training root and the explicit validation/test folders of ``cfg``.
+
+    Raises:
+        DatasetError: Missing/empty/single-class data, or held-out classes the training root lacks.
+    """
     root = Path(cfg.data) if cfg.data else DEFAULT_DATASET
     ds = discover(root, cfg.label_from, classes=cfg.classes, surfaces=cfg.surfaces)
     # explicit held-out folders are used whole (--surfaces selects from the training root)
@@ -324,33 +382,74 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     rep.stage("data", f"{len(ds.samples)} images in {root} ({', '.join(f'{k}: {v}' for k, v in ds.counts().items())})")
     if ds.surface_counts():
         rep.message(f"SDNET2018 surfaces merged into {' / '.join(classes)}: {ds.describe_surfaces()}")
+    return JobData(root, ds, val_ds, test_ds, classes, positive)
 
-    # -- model -----------------------------------------------------------------------
-    t0 = time.perf_counter()
+
+@dataclass
+class JobModel:
+    """The network being trained, its backbone and the input contract it was built for."""
+
+    backbone: LoadedBackbone
+    net: CrackNet
+    contract: InputContract
+
+
+def build_model(cfg: TrainConfig, classes: list[str]) -> JobModel:
+    """Load the pretrained backbone and put an untrained head for ``classes`` on it.
+
+    Raises:
+        WeightsError: Backbone weights unavailable.
+        ConfigError: ``fine_tune_blocks`` out of range for the backbone.
+    """
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.allow_download)
     size = cfg.image_size or bb.spec.default_size
     contract = InputContract(size, size, mean=bb.spec.mean, std=bb.spec.std)
     if not 0 <= cfg.fine_tune_blocks < len(bb.units):
         raise ConfigError(f"--fine-tune-blocks must be in [0, {len(bb.units) - 1}] for {cfg.backbone}")
     net = build_cracknet(bb, len(classes), cfg.fine_tune_blocks, contract, cfg.dropout, cfg.pool, cfg.tta)
-    timings["load_backbone_s"] = time.perf_counter() - t0
+    return JobModel(bb, net, contract)
 
-    # -- bottleneck phase ------------------------------------------------------------
+
+def bottleneck_features(cfg: TrainConfig, data: JobData, model: JobModel, device: str, rep: Reporter) -> FeatureSet:
+    """The bottleneck phase: frozen-trunk features of every image of the job (content-addressed cache)."""
     views = list(VIEWS)[: cfg.views]
     pooled = cfg.fine_tune_blocks == 0
-    key = model_key(cfg.backbone, bb.weights_id, contract, cfg.fine_tune_blocks, pooled, views, cfg.pool)
+    c = model.contract
+    key = model_key(cfg.backbone, model.backbone.weights_id, c, cfg.fine_tune_blocks, pooled, views, cfg.pool)
     cache = None if cfg.no_cache else Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    all_samples = list(ds.samples) + (val_ds.samples if val_ds else []) + (test_ds.samples if test_ds else [])
-    rep.stage("bottleneck", f"frozen trunk of {cfg.backbone} at {size}x{size}, {len(views)} views per image, "
+    all_samples = (list(data.train.samples) + (data.validation.samples if data.validation else [])
+                   + (data.test.samples if data.test else []))
+    rep.stage("bottleneck", f"frozen trunk of {cfg.backbone} at {c.width}x{c.height}, {len(views)} views per image, "
               f"cache {'off' if cache is None else cache}")
-    fs = features_from_images([s.path for s in all_samples], net, contract, key, views=views, pooled=pooled, pool=cfg.pool,
-                              cache_dir=cache, device=device, threads=cfg.threads, workers=cfg.workers,
+    fs = features_from_images([s.path for s in all_samples], model.net, c, key, views=views, pooled=pooled,
+                              pool=cfg.pool, cache_dir=cache, device=device, threads=cfg.threads, workers=cfg.workers,
                               progress=lambda d, t: rep.progress("bottleneck", d, t))
-    timings["bottleneck_s"] = fs.seconds
     rep.message(f"bottleneck: {fs.computed} computed, {fs.hits} from cache, {len(fs.skipped)} skipped"
                 + (f", {fs.images_per_s:.1f} images/s ({fs.engine})" if fs.computed else ""))
+    return fs
+
+
+@dataclass
+class Split:
+    """Feature rows and class indices of each split (rows index :attr:`FeatureSet.paths`)."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    counts: dict[str, dict[str, int]]
+
+    def items(self):
+        return (("train", *self.train), ("validation", *self.validation), ("test", *self.test))
+
+
+def split_rows(cfg: TrainConfig, data: JobData, fs: FeatureSet, rep: Reporter) -> Split:
+    """Split the decoded images: the tutorial's 70/27/3 split, or the explicit held-out folders.
+
+    Raises:
+        DatasetError: No image of the training root decoded, or only one class did.
+    """
+    classes = data.classes
     row = {str(p): i for i, p in enumerate(fs.paths)}
-    skipped = list(ds.skipped) + list(fs.skipped)
 
     def rows(samples) -> tuple[np.ndarray, np.ndarray]:
         keep = [(row[str(s.path)], classes.index(s.label)) for s in samples if str(s.path) in row]
@@ -359,38 +458,66 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         r, y = zip(*keep)
         return np.array(r), np.array(y)
 
-    main_rows, main_y = rows(ds.samples)
+    main_rows, main_y = rows(data.train.samples)
     if len(main_rows) == 0:
-        raise DatasetError(f"none of the images in {root} could be decoded ({len(ds.samples)} tried: "
+        raise DatasetError(f"none of the images in {data.root} could be decoded ({len(data.train.samples)} tried: "
                            + "; ".join(f"{Path(p).name}: {why}" for p, why in fs.skipped[:3]) + ")",
                            "replace or remove the corrupt files")
     if len(set(main_y.tolist())) < 2:
-        raise DatasetError(f"after skipping unreadable files only one class is left in {root}")
+        raise DatasetError(f"after skipping unreadable files only one class is left in {data.root}")
     main_labels = [classes[i] for i in main_y]
-    if val_ds is None and test_ds is None:
+    if data.validation is None and data.test is None:
         tr, va, te = tutorial_split(main_labels, cfg.loop.seed, cfg.train_fraction or 0.7, cfg.val_fraction_of_rest)
-    elif val_ds is None:
+    elif data.validation is None:
         frac = cfg.train_fraction or 0.8
         tr, va = stratified_split(main_labels, (frac, 1 - frac), cfg.loop.seed)
         te = None
     else:
         tr, va, te = np.arange(len(main_rows)), None, None
-    tr_rows, tr_y = main_rows[tr], main_y[tr]
-    va_rows, va_y = (main_rows[va], main_y[va]) if va is not None else rows(val_ds.samples)
-    te_rows, te_y = (main_rows[te], main_y[te]) if te is not None else (rows(test_ds.samples) if test_ds else (np.zeros(0, int), np.zeros(0, int)))
-    counts = {"train": _count(tr_y, classes), "validation": _count(va_y, classes), "test": _count(te_y, classes)}
+    train_ = (main_rows[tr], main_y[tr])
+    val = (main_rows[va], main_y[va]) if va is not None else rows(data.validation.samples)
+    test = ((main_rows[te], main_y[te]) if te is not None
+            else rows(data.test.samples) if data.test else (np.zeros(0, int), np.zeros(0, int)))
+    counts = {name: _count(y, classes) for name, y in (("train", train_[1]), ("validation", val[1]), ("test", test[1]))}
     rep.stage("split", ", ".join(f"{k} {sum(v.values())}" for k, v in counts.items()))
+    return Split(train_, val, test, counts)
 
-    # -- training phase --------------------------------------------------------------
+
+@dataclass
+class Fit:
+    """What the training phase chose: epochs or L2, the decision threshold, and the history."""
+
+    history: list[EpochStats]
+    best_epoch: int
+    exact: bool
+    best_l2: float | None
+    threshold: float | None
+    threshold_source: str
+    refit_rows: int
+    validation_probs: np.ndarray
+    timings: dict[str, float]
+
+
+def fit(cfg: TrainConfig, net: CrackNet, F: FeatureRows, split: Split, data: JobData, device: str,
+        rep: Reporter) -> Fit:
+    """The training phase on cached features; then the threshold on validation, and the refit.
+
+    Validation picks the epoch count (or the L2 penalty of the exact head) and the threshold;
+    with ``cfg.refit`` the head is then retrained on training + validation images.
+
+    Raises:
+        ConfigError: ``--solver lbfgs`` with fine-tuned backbone units.
+    """
+    timings: dict[str, float] = {}
+    (tr_rows, tr_y), (va_rows, va_y) = split.train, split.validation
     t0 = time.perf_counter()
-    # Features stay in the bottleneck's file; every use below reads them through FeatureRows
-    # (a minibatch or a bounded chunk at a time), never as a copy of a whole split.
-    F = fs.rows()
+    pooled = cfg.fine_tune_blocks == 0
     init_state = copy.deepcopy({"top": net.top.state_dict(), "head": net.head.state_dict()})
     exact = cfg.solver == "lbfgs" or (cfg.solver == "auto" and pooled)
     if exact and not pooled:
         raise ConfigError("--solver lbfgs needs head-only training on pooled features",
                           "use --fine-tune-blocks 0, or --solver adamw")
+    best_l2 = None
     if exact:
         history, best_epoch, best_l2 = _fit_exact(net, F, tr_rows, tr_y, va_rows, va_y, cfg, rep)
     else:
@@ -398,18 +525,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
                                                 va_y if len(va_rows) else None, cfg.loop, on_epoch=rep.epoch)
     timings["training_s"] = time.perf_counter() - t0
 
-    # -- metrics and threshold -------------------------------------------------------
-    pos_idx = classes.index(positive) if positive else None
-
-    def probs_of(r):
-        # Same arithmetic as the exported graph: softmax per flip view, averaged over cfg.tta views.
-        if len(r) == 0:
-            return np.zeros((0, len(classes)), np.float32)
-        ps = [torch.softmax(torch.from_numpy(logits_from_features(net, F.subset(r), device, view=v)), 1).numpy()
-              for v in range(cfg.tta)]
-        return np.mean(ps, 0)
-
-    va_p = probs_of(va_rows)
+    pos_idx = data.positive_index
+    va_p = probs_of(net, F, va_rows, len(data.classes), cfg.tta, device)
     threshold = None
     if pos_idx is not None:
         if len(va_rows):
@@ -418,11 +535,11 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
         else:
             threshold = 0.5
     refit_rows = 0
-    metrics_threshold_source = "validation"
+    source = "validation"
     if cfg.refit and len(va_rows):
         # Validation picked the epoch count and the threshold; now the validation images also
         # train (at 400 images, 30 % more training data is worth ~3 points of accuracy).
-        # Validation metrics below are those of the first fit, measured before the refit.
+        # Validation metrics are those of the first fit, measured before the refit.
         t1 = time.perf_counter()
         net.top.load_state_dict(init_state["top"])
         net.head.load_state_dict(init_state["head"])
@@ -438,37 +555,71 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             # The refit model is not the one validation scored, and 20-30 % of a small set is a
             # noisy place to pick a threshold: pick it on out-of-fold probabilities of every
             # training + validation image instead (same L2, same TTA arithmetic).
-            threshold = _oof_threshold(net, F, all_rows, all_y, classes, pos_idx, best_l2, cfg, device)
-            metrics_threshold_source = f"{cfg.threshold_folds}-fold out-of-fold, train+validation"
+            threshold = _oof_threshold(net, F, all_rows, all_y, data.classes, pos_idx, best_l2, cfg, device)
+            source = f"{cfg.threshold_folds}-fold out-of-fold, train+validation"
         timings["refit_s"] = time.perf_counter() - t1
-    te_p, tr_p = probs_of(te_rows), probs_of(tr_rows)
-    metrics = {"train": classification_report(tr_y, tr_p, classes, pos_idx, threshold)}
+    return Fit(history, best_epoch, exact, best_l2, threshold, source, refit_rows, va_p, timings)
+
+
+def probs_of(net: CrackNet, F: FeatureRows, rows: np.ndarray, n_classes: int, tta: int, device: str) -> np.ndarray:
+    """Class probabilities of feature rows, with the exported graph's arithmetic: softmax per
+    flip view, averaged over ``tta`` views."""
+    if len(rows) == 0:
+        return np.zeros((0, n_classes), np.float32)
+    ps = [torch.softmax(torch.from_numpy(logits_from_features(net, F.subset(rows), device, view=v)), 1).numpy()
+          for v in range(tta)]
+    return np.mean(ps, 0)
+
+
+def score(cfg: TrainConfig, net: CrackNet, F: FeatureRows, split: Split, data: JobData, fitted: Fit,
+          device: str) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Metrics of each split at the chosen threshold (validation: of the first fit, before the refit).
+
+    Returns:
+        (metrics, ``{split: (class indices, probabilities)}`` of the held-out splits for the plots)
+    """
+    (tr_rows, tr_y), (va_rows, va_y), (te_rows, te_y) = split.train, split.validation, split.test
+    classes, pos_idx, threshold = data.classes, data.positive_index, fitted.threshold
+    te_p = probs_of(net, F, te_rows, len(classes), cfg.tta, device)
+    tr_p = probs_of(net, F, tr_rows, len(classes), cfg.tta, device)
+    metrics: dict[str, Any] = {"train": classification_report(tr_y, tr_p, classes, pos_idx, threshold)}
     if len(va_rows):
-        metrics["validation"] = classification_report(va_y, va_p, classes, pos_idx, threshold)
+        metrics["validation"] = classification_report(va_y, fitted.validation_probs, classes, pos_idx, threshold)
     if len(te_rows):
         metrics["test"] = classification_report(te_y, te_p, classes, pos_idx, threshold)
-    metrics["best_epoch"] = best_epoch
-    metrics["solver"] = "lbfgs" if exact else "adamw"
-    if exact:
-        metrics["best_l2"] = best_l2
-    metrics["refit_on_train_and_validation"] = refit_rows
-    metrics["threshold_source"] = metrics_threshold_source
-    metrics["epochs_run"] = len(history)
+    metrics["best_epoch"] = fitted.best_epoch
+    metrics["solver"] = "lbfgs" if fitted.exact else "adamw"
+    if fitted.exact:
+        metrics["best_l2"] = fitted.best_l2
+    metrics["refit_on_train_and_validation"] = fitted.refit_rows
+    metrics["threshold_source"] = fitted.threshold_source
+    metrics["epochs_run"] = len(fitted.history)
+    return metrics, {"validation": (va_y, fitted.validation_probs), "test": (te_y, te_p)}
 
-    # -- artifacts -------------------------------------------------------------------
+
+def write_job(cfg: TrainConfig, data: JobData, model: JobModel, fs: FeatureSet, split: Split, fitted: Fit,
+              metrics: dict[str, Any], probs: dict[str, tuple[np.ndarray, np.ndarray]],
+              skipped: list[tuple[str, str]], timings: dict[str, float]) -> Manifest:
+    """Write the run folder but ``metrics.json``: checkpoint + manifest, ``config.json``,
+    ``splits.json``, ``history.csv``, ``skipped.txt`` and the plots (their time in ``timings``).
+
+    Returns:
+        The checkpoint's manifest.
+    """
+    classes = data.classes
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
-    train_hashes = [fs.hashes[r] for r in tr_rows]
+    tr_rows, tr_y = split.train
     manifest = Manifest(
-        kind="checkpoint", labels=classes, positive_label=positive, threshold=threshold, input=contract,
-        backbone=cfg.backbone, weights_id=bb.weights_id, fine_tune_blocks=cfg.fine_tune_blocks,
-        head={"pool": cfg.pool, "dropout": cfg.dropout, "tta": cfg.tta},
-        data_fingerprint=fingerprint(train_hashes, [classes[i] for i in tr_y]),
+        kind="checkpoint", labels=classes, positive_label=data.positive, threshold=fitted.threshold,
+        input=model.contract, backbone=cfg.backbone, weights_id=model.backbone.weights_id,
+        fine_tune_blocks=cfg.fine_tune_blocks, head={"pool": cfg.pool, "dropout": cfg.dropout, "tta": cfg.tta},
+        data_fingerprint=fingerprint([fs.hashes[r] for r in tr_rows], [classes[i] for i in tr_y]),
         metrics={k: {"accuracy": v["accuracy"], "roc_auc": v.get("roc_auc"), "n": v["n"]}
                  for k, v in metrics.items() if isinstance(v, dict)},
         versions=versions(),
     )
-    save_checkpoint(net, manifest, run)
+    save_checkpoint(model.net, manifest, run)
     atomic_write_json(run / "config.json", cfg.to_dict())
     atomic_write_json(run / SPLITS_FILE, {
         "schema": 1, "seed": cfg.loop.seed,
@@ -476,32 +627,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
                 "validation + test",
         **{name: [{"path": str(Path(fs.paths[r]).resolve()), "sha1": fs.hashes[r], "label": classes[int(y)]}
                   for r, y in zip(rr, yy)]
-           for name, rr, yy in (("train", tr_rows, tr_y), ("validation", va_rows, va_y), ("test", te_rows, te_y))}})
-    hist_rows = [asdict(h) for h in history]
+           for name, rr, yy in split.items()}})
+    hist_rows = [asdict(h) for h in fitted.history]
     _write_history(run / "history.csv", hist_rows)
     atomic_write_text(run / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))
     if cfg.plots:
         t0 = time.perf_counter()
-        _write_plots(run, hist_rows, metrics, classes, pos_idx, threshold, {"validation": (va_y, va_p), "test": (te_y, te_p)})
+        _write_plots(run, hist_rows, metrics, classes, data.positive_index, fitted.threshold, probs)
         timings["plots_s"] = time.perf_counter() - t0
-    if cfg.export:
-        from ..export.onnx import export_onnx
-
-        t0 = time.perf_counter()
-        # 8 real images: enough to catch an exporter bug (top-1 and |dp| are checked per image),
-        # and each costs tta eager forward passes on the CPU.
-        parity_paths = [fs.paths[r] for r in (list(te_rows) + list(va_rows))[:8]]
-        batch = preprocess_files(parity_paths, contract) if parity_paths else None
-        _, om = export_onnx(net.cpu(), manifest, run / "model.onnx", batch, cfg.opset)
-        metrics["onnx_parity"] = om.extra.get("parity_torch_vs_ort")
-        timings["export_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-    metrics["timings"] = timings
-    metrics["bottleneck"] = {"computed": fs.computed, "cache_hits": fs.hits, "images_per_s": fs.images_per_s,
-                             "engine": fs.engine, "views": len(views)}
-    metrics["skipped"] = len(skipped)
-    atomic_write_json(run / "metrics.json", metrics)
-    return TrainResult(run, manifest, metrics, hist_rows, timings, skipped, best_epoch, counts)
+    return manifest
 
 
 def _fit_exact(net, F: FeatureRows, tr_rows, tr_y, va_rows, va_y, cfg: TrainConfig, rep: Reporter):
@@ -579,40 +713,3 @@ def _write_plots(run: Path, hist, metrics, classes, pos_idx, threshold, sets) ->
         if pos_idx is not None and len(set(y.tolist())) == 2:
             plot_roc_pr(y == pos_idx, p[:, pos_idx], run / "plots" / f"roc_pr_{name}.png", threshold, name)
 
-
-def save_checkpoint(net: CrackNet, manifest: Manifest, run: Path) -> Path:
-    """Write ``checkpoint.safetensors`` (no pickle) and ``manifest.json`` atomically."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write_bytes(run / "checkpoint.safetensors", save(state, metadata={"edgecrack": json.dumps(manifest.to_dict())}))
-    write_manifest(run, manifest)
-    return run / "checkpoint.safetensors"
-
-
-def load_checkpoint(run: str | Path) -> tuple[CrackNet, Manifest]:
-    """Rebuild the trained network of a run folder (weights-only; no pickle).
-
-    Raises:
-        ArtifactError: Missing/corrupt checkpoint or manifest.
-    """
-    from safetensors.torch import load_file
-
-    from ..errors import ArtifactError
-
-    run = Path(run)
-    ckpt = run / "checkpoint.safetensors"
-    if not ckpt.is_file():
-        raise ArtifactError(f"no checkpoint.safetensors in {run}", "train first: edgecrack train --out " + str(run))
-    manifest = read_manifest(run)
-    net = skeleton_cracknet(manifest.backbone, len(manifest.labels), manifest.fine_tune_blocks, manifest.input,
-                            manifest.head.get("pool", "avg"), manifest.head.get("dropout", 0.2),
-                            manifest.head.get("tta", 1))
-    try:
-        state = load_file(str(ckpt))
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types on bad files
-        raise ArtifactError(f"{ckpt} is corrupt or truncated ({e})", "train again or restore the file") from None
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ArtifactError(f"{ckpt} does not match its manifest (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return net.eval(), manifest

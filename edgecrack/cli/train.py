@@ -1,81 +1,26 @@
-"""CLI: ``train``, ``eval``, ``predict``."""
+"""``edgecrack train``: options -> :class:`~edgecrack.train.api.TrainConfig` -> :func:`edgecrack.jobs.train_job`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from .cli_common import console, err_console, user_errors
-
-
-def _rich_reporter():
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .train.api import Reporter
-
-    class RichReporter(Reporter):
-        def __init__(self):
-            self._prog = None
-            self._task = None
-
-        def stage(self, name, detail=""):
-            console.print(f"[bold cyan]{name}[/] {escape(str(detail))}")
-
-        def message(self, text):
-            console.print(f"  {escape(str(text))}")
-
-        def progress(self, task, done, total):
-            if self._prog is None:
-                self._prog = Progress(TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console, transient=True)
-                self._prog.start()
-                self._task = self._prog.add_task(task, total=total, rate="")
-                import time
-
-                self._t0, self._d0 = time.perf_counter(), done
-            import time
-
-            dt = time.perf_counter() - self._t0
-            rate = f"{(done - self._d0) / dt:.1f} img/s" if dt > 0 and done > self._d0 else ""
-            self._prog.update(self._task, completed=done, rate=rate)
-            if done >= total:
-                self._prog.stop()
-                self._prog = None
-
-        def epoch(self, s):
-            console.print(f"  Epoch {s.epoch:3d}  train loss {s.train_loss:.4f} acc {s.train_accuracy:.3f}  |  "
-                          f"val loss {s.val_loss:.4f} acc {s.val_accuracy:.3f}  |  "
-                          + (f"L2 {s.l2:.0e} (exact fit)" if s.l2 is not None else f"lr {s.lr:.2e}") + f"  {s.seconds:.2f}s")
-
-    return RichReporter()
+from .common import ProgressView, console, metrics_table, user_errors
 
 
-def _metrics_table(metrics: dict, title: str) -> Table:
-    t = Table(title=escape(title), show_lines=False)
-    t.add_column("split")
-    t.add_column("n", justify="right")
-    t.add_column("accuracy", justify="right")
-    t.add_column("ROC-AUC", justify="right")
-    labels = None
-    for name in ("train", "validation", "test", "eval"):
-        m = metrics.get(name)
-        if not isinstance(m, dict):
-            continue
-        if labels is None:
-            labels = list(m["per_class"])
-            for lab in labels:
-                t.add_column(f"{escape(lab)} P/R/F1", justify="right")
-        auc = m.get("roc_auc")
-        row = [name, str(m["n"]), f"{m['accuracy']:.3f}", "-" if auc is None else f"{auc:.3f}"]
-        row += [f"{m['per_class'][lab]['precision']:.2f}/{m['per_class'][lab]['recall']:.2f}/{m['per_class'][lab]['f1']:.2f}"
-                for lab in labels]
-        t.add_row(*row)
-    return t
+class TrainView(ProgressView):
+    """The training job's progress: stages, the bottleneck bar (with its rate), one line per epoch."""
+
+    def __init__(self):
+        super().__init__(transient=True, unit="img")
+
+    def epoch(self, s) -> None:
+        console.print(f"  Epoch {s.epoch:3d}  train loss {s.train_loss:.4f} acc {s.train_accuracy:.3f}  |  "
+                      f"val loss {s.val_loss:.4f} acc {s.val_accuracy:.3f}  |  "
+                      + (f"L2 {s.l2:.0e} (exact fit)" if s.l2 is not None else f"lr {s.lr:.2e}") + f"  {s.seconds:.2f}s")
 
 
 #: ``train`` options whose config field has another name; ``LOOP_OPTIONS`` live in ``config.loop``.
@@ -140,8 +85,9 @@ def train_cmd(
     plots: bool = typer.Option(True, help="Write PNG plots."),
 ) -> None:
     """Train a crack classifier by transfer learning (bottleneck phase + training phase)."""
-    from .train.api import TrainConfig, load_config, train
-    from .train.loop import LoopConfig
+    from ..jobs import train_job
+    from ..train.api import TrainConfig, load_config
+    from ..train.loop import LoopConfig
 
     loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_top=lr_top, weight_decay=weight_decay,
                       schedule=schedule, warmup_epochs=warmup_epochs, early_stopping=early_stopping, monitor=monitor,
@@ -171,10 +117,11 @@ def train_cmd(
                 field = OPTION_FIELDS.get(name, name)
                 setattr(base, field, getattr(cfg, field))
         cfg = base
-    res = train(cfg, _rich_reporter())
+    with TrainView() as view:
+        res = train_job(cfg, view)
     best = (f"exact head, L2 {res.metrics['best_l2']:.0e}" if res.metrics.get("solver") == "lbfgs"
             else f"best epoch {res.best_epoch}")
-    console.print(_metrics_table(res.metrics, escape(f"edgecrack train: {res.manifest.backbone}, {best}")))
+    console.print(metrics_table(res.metrics, escape(f"edgecrack train: {res.manifest.backbone}, {best}")))
     thr = res.manifest.threshold
     tm = res.timings
     console.print(f"[bold green]done[/] in {tm['total_s']:.1f}s (bottleneck {tm['bottleneck_s']:.1f}s, training "
@@ -184,90 +131,5 @@ def train_cmd(
     console.print(f"run folder: {escape(str(res.run_dir))}  ({', '.join(written)})")
 
 
-def eval_cmd(
-    artifact: Path = typer.Argument(..., help="Run folder, .onnx (FP32/INT8) or .engine."),
-    data: Path = typer.Argument(..., help="Labelled image folder (one sub-folder per class)."),
-    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime-cuda, onnxruntime-cpu, torch."),
-    label_from: str = typer.Option("folder", help="folder or prefix."),
-    batch_size: int = typer.Option(16, help="Images per inference call."),
-    out: Optional[Path] = typer.Option(None, help="Write the metrics JSON here."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    all_artifacts: bool = typer.Option(False, "--all", help="Evaluate every artifact of the run (ONNX, INT8, engines) with deltas vs FP32."),
-) -> None:
-    """Metrics of an artifact on any labelled folder (--all: every artifact of a run, compared with FP32)."""
-    from .evaluate import evaluate, evaluate_all
-
-    if all_artifacts:
-        rows = evaluate_all(artifact, data, label_from, batch_size, out=out)
-        if json_out:
-            console.print_json(json.dumps([{"artifact": str(r.artifact), "kind": r.kind, "precision": r.precision,
-                                            "accuracy": r.result.metrics["accuracy"] if r.result else None,
-                                            "accuracy_delta_points": r.accuracy_delta_points,
-                                            "agreement_with_fp32": r.agreement, "error": r.error} for r in rows]))
-            return
-        t = Table(title=escape(f"artifacts of {artifact} on {data}"))
-        for col in ("artifact", "precision", "backend", "n", "accuracy", "Δ vs FP32", "agree", "ROC-AUC"):
-            t.add_column(col, justify="left" if col in ("artifact", "precision", "backend") else "right")
-        for r in rows:
-            if r.result is None:
-                t.add_row(escape(r.artifact.name), r.precision, "[yellow]cannot run here[/]", "-", "-", "-", "-", "-")
-                continue
-            mt = r.result.metrics
-            d = r.accuracy_delta_points
-            dtxt = "-" if d is None else ("ref" if r.kind == "onnx" and abs(d) < 1e-9 and r.agreement == 1.0 else f"{d:+.1f} pts")
-            auc = mt.get("roc_auc")
-            t.add_row(escape(r.artifact.name), r.precision, r.result.backend["backend"], str(mt["n"]), f"{mt['accuracy']:.3f}", dtxt,
-                      "-" if r.agreement is None else f"{r.agreement * 100:.1f}%", "-" if auc is None else f"{auc:.3f}")
-        console.print(t)
-        for r in rows:
-            if r.error:
-                err_console.print(f"{r.artifact.name}: {r.error}", markup=False)
-        return
-    res = evaluate(artifact, data, backend, label_from, batch_size, out)
-    if json_out:
-        console.print_json(json.dumps({"artifact": res.artifact, "backend": res.backend, "metrics": res.metrics}))
-        return
-    console.print(_metrics_table({"eval": res.metrics}, escape(f"{Path(res.artifact).name} on {res.backend['backend']}")))
-    if res.skipped:
-        err_console.print(f"skipped {len(res.skipped)} files: " + "; ".join(f"{Path(p).name} ({w})" for p, w in res.skipped[:5]),
-                          markup=False)
-
-
-def predict_cmd(
-    artifact: Path = typer.Argument(..., help="Run folder, .onnx or .engine."),
-    images: List[Path] = typer.Argument(..., help="Image files or folders."),
-    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime-cuda, onnxruntime-cpu, torch."),
-    label_from: str = typer.Option("folder", help="Where 'Actual' comes from when known: folder or prefix."),
-    batch_size: int = typer.Option(16, help="Images per inference call."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
-    max_pixels: float = typer.Option(100.0, help="Largest image decoded at full size, in megapixels (0: no limit); "
-                                                 "a bigger JPEG is decoded reduced, other formats are skipped."),
-) -> None:
-    """Predict single or multiple images (tutorial-style lines, or --json)."""
-    from .errors import ConfigError
-    from .evaluate import expand_inputs, predict_files
-    from .runtime import open_backend
-
-    if max_pixels < 0:
-        raise ConfigError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels:g}")
-    sel = open_backend(artifact, backend)
-    paths = expand_inputs(images)
-
-    def show(p):
-        if json_out:
-            typer.echo(json.dumps(p.to_dict()))
-        else:
-            typer.echo(p.line())
-
-    preds, skipped = predict_files(sel, paths, batch_size, label_from, on_result=show, max_pixels=int(max_pixels * 1e6))
-    for p, why in skipped:
-        err_console.print(f"skipped {p}: {why}", markup=False, soft_wrap=True)
-    if not preds:
-        err_console.print("[bold red]error:[/] no image could be predicted")
-        raise typer.Exit(1)
-
-
 def register(app: typer.Typer) -> None:
     app.command("train")(user_errors(train_cmd))
-    app.command("eval")(user_errors(eval_cmd))
-    app.command("predict")(user_errors(predict_cmd))

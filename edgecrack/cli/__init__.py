@@ -1,19 +1,19 @@
 """edgecrack command line: parse options -> one library call -> render. No logic here.
 
-Commands live in ``cli_*.py`` modules, one per area, each with a ``register(app)``; heavy
-imports (torch, TensorRT) happen inside the command bodies so ``edgecrack --help`` works with
-only the core extra installed. Shared consoles and the error decorator live in
-``cli_common.py``.
+One module per command (``train.py`` for ``edgecrack train`` ...), each a thin layer over one
+library call with a ``register(app)``; what they share (consoles, the error decorator, the one
+progress renderer) is in ``common.py``. Heavy imports (torch, TensorRT) happen inside the
+command bodies, so ``edgecrack --help`` works with only the core extra installed.
 """
 
 from __future__ import annotations
 
-import sys
+import importlib
 
 import typer
 
-from . import __version__
-from .cli_common import console, err_console, user_errors  # noqa: F401 - re-exported for cli_* modules
+from .. import __version__
+from .common import console
 
 app = typer.Typer(
     name="edgecrack",
@@ -22,6 +22,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+#: Command modules, in the order ``edgecrack --help`` lists their commands.
+COMMANDS = ("train", "eval", "predict", "cv", "export", "build_engine", "doctor", "calibration", "run", "bench",
+            "report")
 
 
 def _version(value: bool) -> None:
@@ -36,19 +40,15 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 
 def _register_all() -> None:
-    import importlib
-
-    for mod in ("cli_train", "cli_cv", "cli_deploy", "cli_run", "cli_bench", "cli_report"):
+    for name in COMMANDS:
+        mod = f"{__name__}.{name}"
         try:
-            m = importlib.import_module(f"edgecrack.{mod}")
+            m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name == f"edgecrack.{mod}":
-                continue  # that area is not part of this build
+            if e.name == mod:
+                continue  # that command is not part of this build
             raise
         m.register(app)
 
 
 _register_all()
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

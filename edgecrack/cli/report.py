@@ -1,4 +1,4 @@
-"""CLI: ``report``, the field inspection report of one or several ``edgecrack run`` logs."""
+"""``edgecrack report``: the field inspection report of one or several ``edgecrack run`` logs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from .common import console, err_console, user_errors
 
 
 def report_cmd(
@@ -30,8 +32,7 @@ def report_cmd(
     Frames carry their position from EXIF GPS (stills) or DJI .SRT telemetry (video); frames
     without one are still counted, shown and listed, with an empty position.
     """
-    from .cli_common import console, err_console
-    from .report import ReportConfig, report_from_logs
+    from ..report import ReportConfig, report_from_logs
 
     cfg = ReportConfig(logs=[str(p) for p in logs or []], out=str(out), run_dirs=[str(p) for p in run_dir or []],
                        title=title, tiles=tiles, kml=kml, gallery_limit=gallery_limit, thumb_px=thumb_size,
@@ -48,6 +49,4 @@ def report_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    from .cli_common import user_errors
-
     app.command("report")(user_errors(report_cmd))

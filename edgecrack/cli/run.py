@@ -1,4 +1,4 @@
-"""CLI: ``run``, the inspection loop for cameras, streams, videos and folders."""
+"""``edgecrack run``: the inspection loop for cameras, streams, videos and folders (:func:`edgecrack.loop.runner.run`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-# ``edgecrack.cli`` is imported inside the functions: it imports this module to register the
-# command, so importing this module first must not import it back half-initialised.
+from .common import console, err_console, user_errors
 
 
 def run_cmd(
@@ -73,16 +72,15 @@ def run_cmd(
 
     import cv2
 
-    from .cli_common import console, err_console
-    from .errors import ConfigError
-    from .loop.config import RunConfig, SourceOptions
-    from .loop.runner import run
-    from .loop.sinks import ConsoleSink
+    from ..errors import ConfigError
+    from ..loop.config import RunConfig, SourceOptions
+    from ..loop.runner import run
+    from ..loop.sinks import ConsoleSink
 
     if (source is None) == (camera is None):
         raise ConfigError("give exactly one of --source and --camera", "e.g. --camera 0, or --source flight.mp4")
     if shard is not None:
-        from .shard import check_shardable, parse_shard
+        from ..shard import check_shardable, parse_shard
 
         shard_kn = parse_shard(shard)
         check_shardable(source, camera)
@@ -128,6 +126,4 @@ def summary_text(s) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from .cli_common import user_errors
-
     app.command("run")(user_errors(run_cmd))

@@ -1,4 +1,4 @@
-"""CLI: ``cv``, k-fold cross-validation of ``edgecrack train`` (the report of benchmarks/bench_train.py)."""
+"""``edgecrack cv``: k-fold cross-validation of ``edgecrack train`` (:func:`edgecrack.train.cv.cross_validate`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .common import console, user_errors
 
 
 def cv_cmd(
@@ -30,9 +32,8 @@ def cv_cmd(
     """Cross-validate training: k runs, each testing on one held-out fold; mean ± std of the held-out metrics."""
     from rich.markup import escape
 
-    from .cli_common import console
-    from .train.api import TrainConfig, load_config
-    from .train.cv import cross_validate
+    from ..train.api import TrainConfig, load_config
+    from ..train.cv import cross_validate
 
     base = load_config(config) if config else TrainConfig()
     given = {"classes": classes, "label_from": label_from, "fine_tune_blocks": fine_tune_blocks, "views": views,
@@ -56,6 +57,4 @@ def cv_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    from .cli_common import user_errors
-
     app.command("cv")(user_errors(cv_cmd))

@@ -1,4 +1,4 @@
-"""CLI: ``bench`` (latency, throughput, memory and accuracy reports; regression checks)."""
+"""``edgecrack bench``: latency, throughput, memory and accuracy reports (:func:`edgecrack.bench.bench`); regression checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_common import console, err_console, user_errors
+from .common import ProgressView, console, err_console, user_errors
 
 #: Exit status of ``--compare`` when a metric regressed past the tolerance (1 is a user error).
 EXIT_REGRESSION = 3
@@ -23,44 +23,12 @@ def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
 
 
 def _batches(value: str) -> tuple[int, ...]:
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"--batch takes comma-separated integers, got {value!r}", "e.g. --batch 1,8,32") from None
-
-
-def _rich_reporter():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from .bench import BenchReporter
-
-    class RichBenchReporter(BenchReporter):
-        def __init__(self) -> None:
-            self.prog = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=True)
-            self.task = None
-
-        def start(self, total: int) -> None:
-            self.prog.start()
-            self.task = self.prog.add_task("bench", total=total)
-
-        def step(self, description: str) -> None:
-            self.prog.update(self.task, description=description)
-
-        def advance(self, n: int = 1) -> None:
-            self.prog.advance(self.task, n)
-
-        def message(self, text: str) -> None:
-            self.prog.console.print(f"  [dim]{escape(str(text))}[/]")
-
-        def finish(self) -> None:
-            if self.task is not None:
-                self.prog.stop()
-                self.task = None
-
-    return RichBenchReporter()
 
 
 def _results_table(report) -> Table:
@@ -136,8 +104,8 @@ def bench_cmd(
                                               "from benchmarks/bench_train.py) to fold into the report."),
 ) -> None:
     """Benchmark every artifact of a run on every backend here: latency, throughput, memory, accuracy."""
-    from .bench import BenchConfig, bench, compare_reports, read_report, summarize, training_section, write_report
-    from .errors import ConfigError
+    from ..bench import BenchConfig, bench, compare_reports, read_report, summarize, training_section, write_report
+    from ..errors import ConfigError
 
     if duration is not None and iterations is not None:
         raise ConfigError("--duration and --iterations exclude each other", "pick one: a time budget or a call count")
@@ -158,11 +126,8 @@ def bench_cmd(
                 "notes": tuple(note or ())}
         cfg = (BenchConfig.full(str(run), **base, **overrides) if full
                else BenchConfig(run=str(run), **base, **overrides))
-        reporter = _rich_reporter()
-        try:
-            rep = bench(cfg, reporter)
-        finally:
-            reporter.finish()
+        with ProgressView(transient=True, single=True, message_style="dim") as view:
+            rep = bench(cfg, view)
         out = report or ((run if run.is_dir() else run.parent) / "bench")
     console.print(_results_table(rep))
     _print_unavailable(rep)
