@@ -452,6 +452,7 @@ def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(tiny_run, holdout
     from rich.console import Console
 
     from edgecrack.loop.sinks import ConsoleSink
+    from edgecrack.loop.types import Sink
     from streaming.helpers import write_video
 
     disk = tmp_path / "disk"
@@ -475,11 +476,20 @@ def test_disk_filling_up_mid_run_pauses_the_log_and_it_resumes(tiny_run, holdout
                 return
             time.sleep(0.02)
 
+    class HoldWhileFull(Sink):
+        """Holds the sink thread while the disk is full, so frames are left to write once it is
+        freed: the tiny model finishes 160 frames faster than the disk can be freed."""
+
+        def write(self, result):
+            if "cannot write" in err.getvalue():
+                freed.wait(30)
+
     th = threading.Thread(target=chaos, daemon=True)
     th.start()
     try:
         s = run(cfg(video, tiny_run, logs=[str(log)]), sinks=[ConsoleSink(Console(file=io.StringIO()),
-                                                                             Console(file=err, width=300))])
+                                                                             Console(file=err, width=300)),
+                                                               HoldWhileFull()])
         th.join(timeout=30)
         text = log.read_text()
     finally:
