@@ -16,9 +16,9 @@ QUIET_PIP := 2>&1 | { grep -v -e 'is ignored: it is neither a file nor a directo
 
 $(BIN)/edgecrack: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip $(QUIET_PIP)
-	$(BIN)/pip install -q $(TORCH_PINS) $(QUIET_PIP)
-	$(BIN)/pip install -q -e '.[train,dev]' $(QUIET_PIP)
+	@echo "$(BIN)/pip install -q --upgrade pip"; $(BIN)/pip install -q --upgrade pip $(QUIET_PIP)
+	@echo "$(BIN)/pip install -q $(TORCH_PINS)"; $(BIN)/pip install -q $(TORCH_PINS) $(QUIET_PIP)
+	@echo "$(BIN)/pip install -q -e '.[train,dev]'"; $(BIN)/pip install -q -e '.[train,dev]' $(QUIET_PIP)
 	touch $@
 
 install: $(BIN)/edgecrack
@@ -62,7 +62,7 @@ NOTORCH_TESTS := tests/test_runtime.py tests/test_loop_runner.py tests/test_loop
 	tests/test_robustness.py tests/test_import_isolation.py tests/test_cli_common.py
 test-notorch:
 	$(PY) -m venv $(NOTORCH_VENV)
-	$(NOTORCH_VENV)/bin/pip install -q -e . pytest $(QUIET_PIP)
+	@echo "$(NOTORCH_VENV)/bin/pip install -q -e . pytest"; $(NOTORCH_VENV)/bin/pip install -q -e . pytest $(QUIET_PIP)
 	@! $(NOTORCH_VENV)/bin/python -c "import torch" 2>/dev/null || { echo "$(NOTORCH_VENV) has torch"; exit 1; }
 	$(NOTORCH_VENV)/bin/python -m pytest -q -rs $(NOTORCH_TESTS)
 

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..compare import compare_probs
+from ..progress import Progress
 
 #: Float units tried, in order, until the agreement target is reached.
 STEPS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24)
@@ -35,7 +36,6 @@ _UNIT = re.compile(r"^/trunk/trunk\.(\d+)/")
 
 Quantize = Callable[[set[str]], bytes]
 Scorer = Callable[[bytes], "Score"]
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass

@@ -27,7 +27,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -36,11 +35,11 @@ from ..compare import Fidelity, fidelity, probs_on
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
+from ..progress import Progress
 from . import mixed
 from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
 from .run_images import calibration_for, eval_images_for, search_images_for
 
-Progress = Callable[[str, int, int], None]
 BUDGETS = {"fp16": 0.005, "int8": 0.01}
 #: Most backbone units (of 18 in EfficientNet-Lite0) the INT8 search keeps float.
 MAX_FLOAT_UNITS = 8

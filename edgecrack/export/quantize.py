@@ -27,7 +27,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from ..compare import Agreement, compare_probs, probs_on
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
+from ..progress import Progress
 from . import mixed
 from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
 from .run_images import calibration_for, eval_images_for, search_images_for
@@ -49,7 +49,6 @@ QUANT_FORMATS = {
 DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
