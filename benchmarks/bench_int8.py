@@ -42,7 +42,7 @@ def main() -> None:
     from edgecrack.export.ortquant import BATCH, float_nodes, session
     from edgecrack.export.precision import MAX_FLOAT_UNITS, _qdq_blob, precision_onnx_from_onnx
     from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
-    from edgecrack.export.run_images import calibration_for, eval_images_for, search_images_for
+    from edgecrack.export.run_images import calibration_for, eval_images_for
     from edgecrack.manifest import read_manifest
     from edgecrack.jobs import train_job
     from edgecrack.train.api import TrainConfig
@@ -95,7 +95,6 @@ def main() -> None:
                          "run_as": "edgecrack export --precision int8" + ("" if max_float else " --max-float-units 0"),
                          "seconds": round(time.perf_counter() - t0, 1), **asdict(f)})
             mixed = record if max_float else mixed
-        search_n = len(search_images_for(src, cal, m))
         try:
             res = int8_from_onnx(src, tmp / "cpu.int8.onnx", QuantizeConfig())
             cpu, cpu_verdict = [res.fp32, *res.candidates], f"written: {res.chosen.name}"
@@ -108,7 +107,7 @@ def main() -> None:
                  "accuracy_delta_points": c.accuracy_delta_points, "verdict": c.verdict or "reference"} for c in cpu]
     rep = {"schema": "edgecrack.bench.int8/1", "machine": machine_summary(), "int8_isa": int8_isa().summary,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows,
-           "mixed_precision": dict(mixed, search_images=search_n), "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows}}
+           "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows}}
     lines = ["# INT8 and FP16 fidelity on this CPU", "",
              f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; {rep['int8_isa']}. "
              f"Default model, held-out: {where}. Date {rep['date']}.", "",
@@ -116,7 +115,7 @@ def main() -> None:
     lines += [f"| {r['model']} | {r['run_as']} | {r['top1_agreement'] * 100:.1f} % | {r['accuracy']:.3f} "
               f"({r['fp32_accuracy']:.3f}) | {r['accuracy_delta_points']:+.1f} |" for r in rows]
     lines += ["", "Mixed-precision search (TensorRT Q/DQ): agreement with FP32 on "
-              f"{search_n} training images outside the calibration set as units are kept float, "
+              f"{mixed['search_images']} training images outside the calibration set as units are kept float, "
               "in order of one-in sensitivity:", "",
               "| units float | search-set agreement |", "|---|---|"]
     lines += [f"| {s['float_units']} | {s['agreement'] * 100:.1f} % |" for s in mixed["steps"]]

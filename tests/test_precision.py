@@ -38,6 +38,35 @@ def test_calibration_and_eval_default_to_the_runs_own_splits(trained_run, traine
         eval_images_for(trained_onnx, None, m, cal)
 
 
+def test_search_images_are_training_images_outside_the_calibration_set(trained_onnx, deck_dir, tmp_path):
+    """The mixed-precision search scores on a seeded, stratified draw of the run's training images
+    that did not set the ranges; scored on the calibration set it flattered the model."""
+    from edgecrack.calibration import load_calibration
+    from edgecrack.data import content_hash
+    from edgecrack.export.run_images import SEARCH_IMAGES, search_images_for
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.onnx", "model.onnx.json"):
+        shutil.copy(trained_onnx.with_name(name), run / name)
+    images = {cls: sorted((deck_dir / cls).glob("*.jpg"))[:120] for cls in ("CD", "UD")}
+    train = [{"path": str(p), "label": cls, "sha1": content_hash(p)} for cls, ps in images.items() for p in ps]
+    (run / SPLITS_FILE).write_text(json.dumps({"schema": 1, "train": train, "validation": [], "test": []}))
+    calib = tmp_path / "cal"
+    for cls, ps in images.items():
+        (calib / cls).mkdir(parents=True)
+        for p in ps[:32]:
+            shutil.copy(p, calib / cls / p.name)
+    m = read_manifest(run / "model.onnx")
+    x = search_images_for(run / "model.onnx", load_calibration(calib), m)
+    assert x.shape == (SEARCH_IMAGES, *x.shape[1:]) and SEARCH_IMAGES <= 240 - 64
+    from edgecrack.preprocess import decode_image, preprocess
+
+    cal_x = preprocess([decode_image(p) for ps in images.values() for p in ps[:32]], m.input)
+    flat = {a.tobytes() for a in cal_x}
+    assert not any(a.tobytes() in flat for a in x)  # none of them set the ranges
+
+
 def test_no_run_folder_means_explicit_data(trained_onnx, tmp_path):
     lone = tmp_path / "model.onnx"
     shutil.copy(trained_onnx, lone)
@@ -127,6 +156,8 @@ def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, hold
     assert len(sens) == rec["units"] >= 10 and [s for _, s in sens] == sorted((s for _, s in sens), reverse=True)
     assert rec["float_units"] == [u for u, _ in sens[:2]] or rec["float_units"] == [sens[0][0]]
     assert [st["float_units"] for st in rec["steps"]] == [0, 1, 2]
+    # this run has fewer than 32 training images outside the calibration set: scored on the calibration images
+    assert rec["search_images"] == len(load_calibration(calib)) == 32
     model = onnx.load_from_string(blob)
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     for n in model.graph.node:

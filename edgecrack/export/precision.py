@@ -250,4 +250,4 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
 
         found = mixed.search(mixed.backbone_units(base, quantizable), quantize,
                              search_scorer(x, p0, m, threads, reference=True), target, max_float, say)
-        return found.blob, found.record()
+        return found.blob, dict(found.record(), search_images=int(len(x)))

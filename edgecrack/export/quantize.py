@@ -385,7 +385,7 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     c = Candidate.measured(f"{base.name}+mixed", vs_fp32(p), lat, size_bytes=len(found.blob))
     c.verdict = _verdict(c, fp32, cfg)
     c.within_budget = c.verdict == "ok"
-    return c, found.blob, found.record()
+    return c, found.blob, dict(found.record(), search_images=int(len(x)))
 
 
 def _verdict(c: Candidate, fp32: Candidate, cfg: QuantizeConfig) -> str:
