@@ -30,6 +30,26 @@ sys.path.insert(0, str(ROOT))
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
+def unit_macs(backbone: str, height: int, width: int) -> dict[str, int]:
+    """Multiply-accumulates of each backbone unit (``trunk.N``) at ``height`` x ``width`` px, from the convolutions' shapes."""
+    import torch
+
+    from edgecrack.train.backbones import BACKBONES
+
+    units, _, _ = BACKBONES[backbone].build()
+    macs: dict[str, int] = {}
+    for i, unit in enumerate(units):
+        for mod in unit.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.register_forward_hook(lambda m, _, o, k=f"trunk.{i}": macs.__setitem__(
+                    k, macs.get(k, 0) + o.numel() * m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups))
+    x = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        for unit in units:
+            x = unit(x)
+    return macs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "int8")
@@ -101,6 +121,9 @@ def main() -> None:
         except QuantizeRefused as e:
             cpu, cpu_verdict = [e.fp32, *e.candidates], ("refused: no candidate within 1 point, >= 99 % top-1 "
                                                          "agreement and >= 1.2x faster at batch 1")
+    macs = unit_macs(m.backbone, m.input.height, m.input.width)
+    mixed["float_share_of_trunk_macs"] = sum(macs.get(u, 0) for u in mixed["float_units"]) / sum(macs.values())
+    mixed["trunk_macs"] = sum(macs.values())
     fp32_ms = cpu[0].latency_ms["1"]
     cpu_rows = [{"name": c.name, "latency_ms_batch1": c.latency_ms["1"], "speedup_batch1": fp32_ms / c.latency_ms["1"],
                  "top1_agreement": c.top1_agreement, "accuracy": c.accuracy,
@@ -119,6 +142,9 @@ def main() -> None:
               "in order of one-in sensitivity:", "",
               "| units float | search-set agreement |", "|---|---|"]
     lines += [f"| {s['float_units']} | {s['agreement'] * 100:.1f} % |" for s in mixed["steps"]]
+    lines += ["", f"Float units of the written model: {', '.join(mixed['float_units'])}: "
+              f"{mixed['float_share_of_trunk_macs'] * 100:.0f} % of the trunk's {mixed['trunk_macs'] / 1e6:.0f} M "
+              f"multiply-accumulates at {m.input.height} x {m.input.width} px (from the convolutions' shapes)."]
     lines += ["", f"onnxruntime CPU INT8 (`edgecrack build-engine --target cpu`), {cpu_verdict}:", "",
               "| candidate | batch-1 latency | speed-up | top-1 agreement | accuracy | Δ points | verdict |",
               "|---|---|---|---|---|---|---|"]

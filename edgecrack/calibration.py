@@ -25,7 +25,7 @@ import numpy as np
 
 from .data import DEFAULT_DATASET, content_hash, discover, list_images, stratified_split
 from .errors import DatasetError
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, read_json
 from .preprocess import InputContract, decode_image, preprocess
 
 CALIBRATION_FILE = "calibration.json"
@@ -245,11 +245,7 @@ def load_calibration(path: str | Path) -> CalibrationSource:
                            "pass the folder built by edgecrack calibration build")
     meta_path = root / CALIBRATION_FILE
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{meta_path} is not valid JSON ({e})",
-                               f"rebuild it: edgecrack calibration build --out {root}") from None
+        meta = read_json(meta_path, f"rebuild it: edgecrack calibration build --out {root}", DatasetError)
         if isinstance(meta, dict) and isinstance(meta.get("schema"), int) and meta["schema"] > CALIBRATION_SCHEMA:
             raise DatasetError(f"{meta_path} was written by a newer edgecrack (schema {meta.get('schema')})",
                                "upgrade edgecrack or rebuild the calibration set with this version")

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, EdgecrackError
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -55,6 +55,18 @@ def check_writable_folder(folder: str | Path, what: str, min_free_bytes: int = 0
             raise ConfigError(f"{what}: the disk holding it is full ({free >> 10} KiB free, {min_free_bytes >> 20} MiB "
                               "needed to start)", "free some space, or write this output to another disk")
     return folder
+
+
+def read_json(path: str | Path, hint: str | None = None, error: type[EdgecrackError] = ConfigError) -> Any:
+    """Parse a JSON file; not JSON (or not UTF-8) -> ``error("<path> is not valid JSON (...)", hint)``.
+
+    Reading errors (a missing file) propagate as :class:`OSError`: callers name what was missing.
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{p} is not valid JSON ({e})", hint) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

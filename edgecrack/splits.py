@@ -9,12 +9,12 @@ that moved or changed is refused with a message, never silently replaced.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DatasetError
+from .io import read_json
 
 SPLITS_FILE = "splits.json"
 
@@ -25,10 +25,7 @@ def _read(run: Path) -> dict:
         raise DatasetError(f"{run} has no {SPLITS_FILE} (runs trained before edgecrack recorded its splits, or an "
                            "ONNX file outside its run folder)",
                            "pass --calib FOLDER and --eval-data FOLDER, or retrain: edgecrack train --out " + str(run))
-    try:
-        d = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{f} is not valid JSON ({e})", "retrain the run, or pass --calib and --eval-data") from None
+    d = read_json(f, "retrain the run, or pass --calib and --eval-data", DatasetError)
     if not isinstance(d, dict) or d.get("schema") != 1:
         raise DatasetError(f"{f} has an unknown schema", "retrain the run, or pass --calib and --eval-data")
     return d

@@ -6,7 +6,6 @@ report with a newer major, naming the version that wrote it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..errors import ArtifactError, ConfigError
 from .timing import LatencyStats
+from ..io import read_json
 
 SCHEMA = "edgecrack.bench/1"
 SCHEMA_MAJOR = 1
@@ -228,8 +228,4 @@ def read_report(path: str | Path) -> BenchReport:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"bench report not found: {p}", "pass the bench.json an earlier `edgecrack bench` wrote")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p} is not valid JSON ({e})", "pass a bench.json written by `edgecrack bench`") from None
-    return BenchReport.from_dict(d, str(p))
+    return BenchReport.from_dict(read_json(p, "pass a bench.json written by `edgecrack bench`"), str(p))

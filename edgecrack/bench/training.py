@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .schema import TRAIN_SCHEMA
+from ..io import read_json
 
 
 def training_section(train_json: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -34,10 +34,7 @@ def training_section(train_json: str | Path | dict[str, Any]) -> dict[str, Any]:
         source = str(p)
         if not p.is_file():
             raise ConfigError(f"training benchmark not found: {p}", "run `make bench` (benchmarks/bench_train.py) first")
-        try:
-            train_json = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p} is not valid JSON ({e})") from None
+        train_json = read_json(p)
     d = train_json
     if not isinstance(d, dict) or d.get("schema") != TRAIN_SCHEMA:
         raise ConfigError(f"{source} is not a training benchmark (schema {d.get('schema') if isinstance(d, dict) else None!r}, "

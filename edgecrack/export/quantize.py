@@ -203,7 +203,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     try:
         import onnx
         import onnxruntime as ort
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+        from onnxruntime.quantization import CalibrationMethod
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as e:
         raise BackendUnavailable(f"onnxruntime INT8 needs the onnx package ({e.name} is missing)",
@@ -255,14 +255,9 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             fmt, act, wt = QUANT_FORMATS[name]
             out_tmp = Path(tmp) / f"{name}.onnx"
             t0 = time.perf_counter()
-            with quiet_root_logger():
-                quantize_static(str(pre), str(out_tmp), CalibrationReader(calib, manifest), quant_format=getattr(QuantFormat, fmt),
-                                activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
-                                per_channel=cfg.per_channel, reduce_range=reduce_range, nodes_to_exclude=excluded,
-                                calibrate_method=method,
-                                extra_options=extra_options)
+            blob = _quantize_static(pre, out_tmp, name, calib, manifest, cfg, reduce_range, method, extra_options,
+                                    excluded)
             qs = time.perf_counter() - t0
-            blob = out_tmp.read_bytes()
             try:
                 sess = session(blob, cfg.threads)
             except Exception as e:  # noqa: BLE001 - some formats have no kernels on some CPUs
@@ -351,7 +346,6 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
         (candidate ``<format>+mixed``, model bytes, search record), or None when nothing to try.
     """
     import onnx
-    import onnxruntime.quantization as oq
 
     if cfg.max_float_units <= 0:
         return None
@@ -359,7 +353,6 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     if not fast:
         return None
     base = min(fast, key=lambda c: c.latency_ms[str(cfg.select_batch)])
-    fmt, act, wt = QUANT_FORMATS[base.name]
     model = onnx.load(str(pre))
     ops = ["Conv", "Add", "Clip", "MatMul", "Mul", "Relu"]
     quantizable = [n.name for n in model.graph.node if n.op_type in ops and n.name not in set(excluded)]
@@ -368,14 +361,8 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     cache, out = pre.with_name("ranges.json"), pre.with_name(f"{base.name}+mixed.onnx")
 
     def quantize(extra_float: set[str]) -> bytes:
-        with quiet_root_logger():
-            oq.quantize_static(str(pre), str(out), None if cache.is_file() else CalibrationReader(calib, manifest),
-                               quant_format=getattr(oq.QuantFormat, fmt), activation_type=getattr(oq.QuantType, act),
-                               weight_type=getattr(oq.QuantType, wt), per_channel=cfg.per_channel,
-                               reduce_range=reduce_range, nodes_to_exclude=excluded + sorted(extra_float),
-                               calibrate_method=method, extra_options=extra_options,
-                               calibration_cache_path=str(cache))
-        return out.read_bytes()
+        return _quantize_static(pre, out, base.name, calib, manifest, cfg, reduce_range, method, extra_options,
+                                excluded + sorted(extra_float), cache)
 
     found = mixed.search(mixed.backbone_units(model, quantizable), quantize,
                          search_scorer(x, ps, manifest, cfg.threads), cfg.min_agreement, cfg.max_float_units, say)
@@ -386,6 +373,26 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     c.verdict = _verdict(c, fp32, cfg)
     c.within_budget = c.verdict == "ok"
     return c, found.blob, dict(found.record(), search_images=int(len(x)))
+
+
+def _quantize_static(pre: Path, out: Path, name: str, calib, manifest: Manifest, cfg: QuantizeConfig,
+                     reduce_range: bool, method, extra_options: dict, nodes_to_exclude: list[str],
+                     cache: Path | None = None) -> bytes:
+    """onnxruntime static quantization of ``pre`` in format ``name``; returns the model's bytes.
+
+    With ``cache``, the first call calibrates and stores the ranges there and later calls reuse them.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    fmt, act, wt = QUANT_FORMATS[name]
+    reader = None if cache is not None and cache.is_file() else CalibrationReader(calib, manifest)
+    with quiet_root_logger():
+        quantize_static(str(pre), str(out), reader, quant_format=getattr(QuantFormat, fmt),
+                        activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, wt),
+                        per_channel=cfg.per_channel, reduce_range=reduce_range, nodes_to_exclude=nodes_to_exclude,
+                        calibrate_method=method, extra_options=extra_options,
+                        calibration_cache_path=None if cache is None else str(cache))
+    return out.read_bytes()
 
 
 def _verdict(c: Candidate, fp32: Candidate, cfg: QuantizeConfig) -> str:

@@ -25,7 +25,7 @@ from .. import __version__
 from ..data import (DEFAULT_DATASET, Dataset, discover, fingerprint, merge_sdnet, resolve_positive, stratified_split,
                     tutorial_split)
 from ..errors import ConfigError, DatasetError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, read_json
 from ..manifest import Manifest
 from ..metrics import choose_threshold, classification_report
 from ..preprocess import InputContract
@@ -207,14 +207,10 @@ def load_config(path: str | Path) -> TrainConfig:
     if p.is_dir():
         p = p / "config.json"
     try:
-        text = p.read_text(encoding="utf-8")
+        d = read_json(p)
     except OSError as e:
         raise ConfigError(f"cannot read config {p}: {e.strerror or e}",
                           "pass the config.json of a run folder (edgecrack train writes one)") from None
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise ConfigError(f"{p} is not valid JSON ({e})") from None
     try:
         return config_from_dict(d)
     except ConfigError as e:
