@@ -76,12 +76,16 @@ def test_variant_paths_have_one_naming(tmp_path):
     assert precision_onnx_path(tmp_path / "model.qdq.onnx", "fp16") == tmp_path / "model.fp16.onnx"
     assert precision_onnx_path(tmp_path / "model.onnx", "int8") == tmp_path / "model.qdq.onnx"
     assert engine_path(tmp_path / "model.onnx", "int8") == tmp_path / "model.int8.engine"
-    from edgecrack.export.precision import default_precision_path, fp32_sibling as precision_sibling
-    from edgecrack.export.tensorrt import default_engine_path
 
-    assert default_precision_path(tmp_path / "model.onnx", "fp16") == precision_onnx_path(tmp_path / "model.onnx", "fp16")
-    assert precision_sibling(tmp_path / "model.fp16.onnx") == tmp_path / "model.onnx"
-    assert default_engine_path(tmp_path / "model.onnx", "fp16") == tmp_path / "model.fp16.engine"
+
+def test_variant_naming_lives_only_in_artifacts():
+    """The export modules name variants through edgecrack.artifacts, not wrappers of their own."""
+    import edgecrack.export.precision as precision
+    import edgecrack.export.tensorrt as tensorrt
+
+    for mod, gone in ((precision, ("default_precision_path", "fp32_sibling")), (tensorrt, ("default_engine_path",))):
+        for name in gone:
+            assert not hasattr(mod, name) or getattr(mod, name).__module__ == "edgecrack.artifacts", name
 
 
 def test_plan_file_checked_against_its_sidecar(run):

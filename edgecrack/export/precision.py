@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import precision_onnx_path
 from ..calibration import CalibrationSource, load_calibration
 from ..compare import Fidelity, fidelity, probs_on
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
@@ -89,20 +90,6 @@ class PrecisionResult:
     eval_images: str
     calibration: str | None
     seconds: float
-
-
-def default_precision_path(onnx_path: str | Path, precision: str) -> Path:
-    """``model.onnx`` -> ``model.fp16.onnx`` (fp16) / ``model.qdq.onnx`` (int8), from any sibling."""
-    from ..artifacts import precision_onnx_path
-
-    return precision_onnx_path(onnx_path, precision)
-
-
-def fp32_sibling(onnx_path: str | Path) -> Path:
-    """The FP32 model a precision variant sits next to: ``model.qdq.onnx`` -> ``model.onnx``."""
-    from ..artifacts import fp32_sibling as sibling
-
-    return sibling(onnx_path)
 
 
 def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: str | Path | None = None,
@@ -193,7 +180,7 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
     from .onnx import attach_manifest
 
     final = attach_manifest(blob, om)
-    out = Path(out_path) if out_path else default_precision_path(onnx_path, precision)
+    out = Path(out_path) if out_path else precision_onnx_path(onnx_path, precision)
     atomic_write_bytes(out, final)
     write_manifest(out, om)
     return PrecisionResult(out, om, fid, where, calib_src.describe() if precision == "int8" else None,

@@ -47,11 +47,6 @@ from ..progress import Progress
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
-def default_engine_path(onnx_path: str | Path, precision: str) -> Path:
-    """``runs/deck/model.onnx`` + ``fp16`` -> ``runs/deck/model.fp16.engine``."""
-    return engine_path(onnx_path, precision)
-
-
 def default_tensorrt_cache_dir() -> Path:
     """Calibration and timing caches: ``$EDGECRACK_CACHE/tensorrt`` (default ``~/.cache/edgecrack/tensorrt``)."""
     import os
@@ -422,7 +417,7 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, 
     plan_bytes = bytes(plan)
     atomic_write_bytes(tc_path, bytes(bconf.get_timing_cache().serialize()))
 
-    out = Path(out_path) if out_path else default_engine_path(onnx_path, cfg.precision)
+    out = Path(out_path) if out_path else engine_path(onnx_path, cfg.precision)
     extra = {
         "precision": cfg.precision,
         "build_mode": mode,
