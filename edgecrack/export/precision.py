@@ -187,6 +187,23 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
                            time.perf_counter() - t0)
 
 
+#: Ops the TensorRT Q/DQ graph quantizes (Clip with its convolution: see :func:`_qdq_blob`).
+TENSORRT_QDQ_OPS = ["Conv", "Add", "Clip"]
+
+
+def tensorrt_qdq_settings() -> dict:
+    """``quantize_static`` options of the TensorRT explicit-quantization graph: symmetric int8
+    activations and per-channel weights (zero points 0), float biases, min/max ranges averaged over
+    calibration batches. Shared with ``benchmarks/bench_int8_sources.py``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=False, op_types_to_quantize=TENSORRT_QDQ_OPS,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                               "CalibMovingAverage": True})
+
+
 def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progress, target: float,
               max_float: int, threads: int | None) -> tuple[bytes, dict]:
     """Symmetric int8 Q/DQ graph (TensorRT explicit quantization) calibrated on ``calib``.
@@ -202,11 +219,11 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     """
     try:
         import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import quantize_static
     except ImportError as e:
         raise BackendUnavailable(f"INT8 Q/DQ export needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
-    ops = ["Conv", "Add", "Clip"]
+    ops = TENSORRT_QDQ_OPS
     base = onnx.load(str(onnx_path))
     keep = [p for p in base.metadata_props if not p.key.startswith("edgecrack")]
     del base.metadata_props[:]
@@ -225,12 +242,8 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
             first = not cache.is_file()
             with quiet_root_logger():
                 quantize_static(str(pre), str(out), None if cache.is_file() else CalibrationReader(calib, m),
-                                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-                                nodes_to_exclude=always_float + sorted(extra_float), op_types_to_quantize=ops,
-                                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
-                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                               "QuantizeBias": False, "CalibMovingAverage": True})
+                                nodes_to_exclude=always_float + sorted(extra_float),
+                                calibration_cache_path=str(cache), **tensorrt_qdq_settings())
             if first:
                 say(f"calibrating on {len(calib)} images", 1, 1)
             return out.read_bytes()
