@@ -62,7 +62,7 @@ def parse_config(path: Path):
 # -- fake engines (TensorRT is not here): real files with sidecar manifests --------------------
 def _fake_engine(tmp: Path, onnx: Path, cc: str, precision: str = "fp16", trt: str = "10.3.0",
                  max_batch: int = 32, min_batch: int = 1, name: str | None = None) -> Path:
-    from edgecrack.export.tensorrt import sha256_file
+    from edgecrack.io import sha256_file
 
     m = read_manifest(onnx)
     sha = sha256_file(onnx)
@@ -170,7 +170,7 @@ def test_no_server_is_a_clear_error(trained_onnx):
 
 # -- a real Triton server on loopback -----------------------------------------------------------
 def _sha(p: Path) -> str:
-    from edgecrack.export.tensorrt import sha256_file
+    from edgecrack.io import sha256_file
 
     return sha256_file(p)
 

@@ -41,11 +41,12 @@ import numpy as np
 from ..artifacts import engine_path, fp32_sibling, precision_of, precision_onnx_path
 from ..calibration import CalibrationSource, load_calibration
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
-from ..io import atomic_write_bytes, sha256_file  # noqa: F401 - sha256_file re-exported
+from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
 from ..progress import Progress
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
 
 def default_tensorrt_cache_dir() -> Path:
     """Calibration and timing caches: ``$EDGECRACK_CACHE/tensorrt`` (default ``~/.cache/edgecrack/tensorrt``)."""
