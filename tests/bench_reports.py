@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from edgecrack.bench import SCHEMA, LatencyStats
@@ -38,3 +40,15 @@ def write(tmp_path: Path, name: str, d: dict) -> Path:
     p = tmp_path / name
     p.write_text(json.dumps(d))
     return p
+
+
+def benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

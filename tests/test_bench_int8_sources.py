@@ -3,26 +3,18 @@ and its findings are the ones the docs quote."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from bench_reports import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmarks" / "int8"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_int8_sources", ROOT / "benchmarks" / "bench_int8_sources.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_int8_sources", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_committed_sources_report_matches_its_json():
     rep = json.loads((REPORT / "sources.json").read_text())
-    assert _bench().render(rep) == (REPORT / "sources.md").read_text()  # no hand-edited number
+    assert benchmark_module("bench_int8_sources").render(rep) == (REPORT / "sources.md").read_text()  # no hand-edited number
 
 
 def test_sources_report_isolates_the_stem_output():

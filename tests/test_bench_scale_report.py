@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from bench_reports import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmarks" / "scale"
 
 
-def _bench_scale():
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "benchmarks" / "bench_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_scale", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_committed_scale_report_matches_its_json_and_compares_before_after():
     rep = json.loads((REPORT / "scale.json").read_text())
-    md = _bench_scale().markdown(rep)
+    md = benchmark_module("bench_scale").markdown(rep)
     assert md == (REPORT / "scale.md").read_text()  # no hand-edited number in the report
     # both pairs, both modes measured; the fine-tuned memory slope is within the 100 MB per 1,000
     assert {(s["mode"], tuple(s["pair"])) for s in rep["slopes"]} == {
