@@ -47,6 +47,18 @@ def _fq(t, amax: float):
     return torch.clamp(torch.round(t / s), -127, 127) * s
 
 
+def pooled(units, h, tap: int | None = None):
+    """The units' final map average-pooled, then unit ``tap``'s map average- and max-pooled (if given)."""
+    import torch
+
+    taps = []
+    for k, u in enumerate(units):
+        h = u(h)
+        if k == tap:
+            taps += [h.mean((2, 3)), h.amax((2, 3))]
+    return torch.cat([h.mean((2, 3)), *taps], 1)
+
+
 class Sim:
     """The trunk with fake quantization switched on at chosen points."""
 
@@ -58,16 +70,8 @@ class Sim:
 
         units = self.units if units is None else units
         x = self.x if x is None else x
-        out = []
         with torch.inference_mode():
-            for i in range(0, len(x), 50):
-                h, taps = x[i:i + 50], []
-                for k, u in enumerate(units):
-                    h = u(h)
-                    if k == tap:
-                        taps += [h.mean((2, 3)), h.amax((2, 3))]
-                out.append(torch.cat([h.mean((2, 3)), *taps], 1))
-        return torch.cat(out).numpy()
+            return torch.cat([pooled(units, x[i:i + 50], tap) for i in range(0, len(x), 50)]).numpy()
 
     def with_weights(self, units_idx: set[int] | None = None):
         """Copy with per-channel int8 weights (BatchNorm folded) in the given units (None: all)."""
@@ -149,12 +153,7 @@ def _trunk_onnx(units, contract, tap: int) -> bytes:
             self.normalize, self.trunk = Normalize(contract), units
 
         def forward(self, x):
-            h, taps = self.normalize(x), []
-            for k, u in enumerate(self.trunk):
-                h = u(h)
-                if k == tap:
-                    taps += [h.mean((2, 3)), h.amax((2, 3))]
-            return torch.cat([h.mean((2, 3)), *taps], 1)
+            return pooled(self.trunk, self.normalize(x), tap)
 
     buf = io.BytesIO()
     torch.onnx.export(Trunk().eval(), (torch.zeros(1, SIZE, SIZE, 3, dtype=torch.uint8),), buf, input_names=["images"],
@@ -177,7 +176,7 @@ def main() -> None:
     from edgecrack.export.ortquant import float_nodes, quiet_root_logger, session
     from edgecrack.export.precision import TENSORRT_QDQ_OPS, tensorrt_qdq_settings
     from edgecrack.platform import machine_summary
-    from edgecrack.preprocess import InputContract, preprocess_files
+    from edgecrack.preprocess import InputContract, normalize_reference, preprocess_files
     from edgecrack.train.backbones import load_backbone
     from edgecrack.train.bottleneck import VIEWS
 
@@ -191,10 +190,9 @@ def main() -> None:
     y = np.array([0 if lab == "CD" else 1 for lab in labels])  # 0 = cracked
     contract = InputContract(height=SIZE, width=SIZE)
     X8 = preprocess_files(paths, contract)  # uint8 NHWC BGR, what the deployed graph gets
-    mean, std = np.asarray(contract.mean, np.float32), np.asarray(contract.std, np.float32)
 
     def normalise(batch: np.ndarray):
-        return torch.from_numpy(((batch[..., ::-1].astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy())
+        return torch.from_numpy(normalize_reference(batch, contract))
 
     x = normalise(X8)
     rng = np.random.default_rng(0)

@@ -223,13 +223,12 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     except ImportError as e:
         raise BackendUnavailable(f"INT8 Q/DQ export needs the onnx package ({e.name} is missing)",
                                  "pip install 'edgecrack[quant]'") from None
-    ops = TENSORRT_QDQ_OPS
     base = onnx.load(str(onnx_path))
     keep = [p for p in base.metadata_props if not p.key.startswith("edgecrack")]
     del base.metadata_props[:]
     base.metadata_props.extend(keep)
     always_float = float_nodes(base)
-    quantizable = [n.name for n in base.graph.node if n.op_type in ops and n.name not in set(always_float)]
+    quantizable = [n.name for n in base.graph.node if n.op_type in TENSORRT_QDQ_OPS and n.name not in set(always_float)]
     x = search_images_for(onnx_path, calib, m)
     p0 = probs_on(session(onnx_path.read_bytes(), threads), x, BATCH, m.input_name)
     with tempfile.TemporaryDirectory(prefix="edgecrack-qdq-") as tmp:
