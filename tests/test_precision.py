@@ -200,6 +200,11 @@ def test_search_stops_at_the_target_and_keeps_the_best():
     assert len(made) == 1 + 6 + 2
     none = mixed.search(units, quantize, agreement, target=0.9, max_float=0)
     assert none.float_units == [] and len(none.steps) == 1
+    # ``finish`` (bias correction) runs on each scored candidate, not on the one-in probes
+    finished = []
+    fin = mixed.search(units, quantize, agreement, target=0.9, max_float=8,
+                       finish=lambda b: finished.append(b) or b + b",")
+    assert len(finished) == 1 + 2 and fin.blob.endswith(b",") and fin.float_units == ["u1", "u3"]
 
 
 def test_search_score_is_agreement_and_logit_shift():

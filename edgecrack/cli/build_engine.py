@@ -35,6 +35,7 @@ def build_engine_cmd(
     select_batch: int = typer.Option(1, help="CPU INT8: pick the fastest format at batch 1 (camera loop) or 8."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for the CPU INT8 measurements."),
     max_float_units: int = typer.Option(8, help="CPU INT8: most backbone units the mixed-precision search keeps float (0: off)."),
+    bias_correction: bool = typer.Option(True, help="CPU INT8: correct the QDQ formats' convolution biases so each channel's mean on the calibration images matches FP32."),
 ) -> None:
     """Build a deployable artifact: TensorRT engine (GPU) or onnxruntime INT8 model (--target cpu)."""
     from ..errors import ConfigError
@@ -48,7 +49,7 @@ def build_engine_cmd(
             raise ConfigError(f"--target cpu builds INT8 models; {precision} on CPU is {onnx_path.name} itself",
                               f"run {onnx_path} directly, or pass --precision int8")
         _build_cpu_int8(onnx_path, calib, out, formats, eval_data, accuracy_budget, calibrate_method, select_batch, threads,
-                        min_agreement, min_speedup, reduce_range, max_float_units)
+                        min_agreement, min_speedup, reduce_range, max_float_units, bias_correction)
         return
     from ..export.tensorrt import EngineConfig, engine_from_onnx
 
@@ -73,14 +74,15 @@ def build_engine_cmd(
 
 
 def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, select_batch, threads,
-                    min_agreement=0.99, min_speedup=1.2, reduce_range="auto", max_float_units=8) -> None:
+                    min_agreement=0.99, min_speedup=1.2, reduce_range="auto", max_float_units=8,
+                    bias_correction=True) -> None:
     from ..export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
 
     cfg = QuantizeConfig(calib=str(calib) if calib else None, formats=tuple(formats),
                          eval_data=str(eval_data) if eval_data else None, accuracy_budget=budget,
                          calibrate_method=method, threads=threads, select_batch=select_batch,
                          min_agreement=min_agreement, min_speedup=min_speedup, reduce_range=reduce_range,
-                         max_float_units=max_float_units)
+                         max_float_units=max_float_units, bias_correction=bias_correction)
     console.print(f"[bold cyan]build-engine --target cpu[/] {escape(str(onnx_path))} -> onnxruntime INT8: measuring "
                   f"{', '.join(cfg.formats)} against FP32 (about 20-40 s per format on 2 cores)")
     try:

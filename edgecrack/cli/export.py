@@ -25,6 +25,7 @@ def export_cmd(
     eval_data: Optional[Path] = typer.Option(None, help="Labelled folder for the FP16/INT8 check (default: the run's validation + test split)."),
     min_agreement: float = typer.Option(0.99, help="FP16/INT8: smallest accepted top-1 agreement with FP32 on the held-out images."),
     max_float_units: int = typer.Option(8, help="INT8: most backbone units kept float to reach --min-agreement (0: all INT8)."),
+    bias_correction: bool = typer.Option(True, help="INT8: correct the convolutions' biases so each channel's mean on the calibration images matches FP32."),
 ) -> None:
     """Export a run's checkpoint to ONNX: preprocessing inside, manifest attached, parity recorded.
 
@@ -39,7 +40,8 @@ def export_cmd(
         raise ConfigError(f"unknown --precision {precision!r}", "use fp32, fp16 or int8")
     fp32_path = Path(run) / "model.onnx"
     if precision != "fp32" and fp32_path.is_file() and triton is None:
-        _precision_export(fp32_path, precision, calib, eval_data, out, min_agreement, max_float_units)
+        _precision_export(fp32_path, precision, calib, eval_data, out, min_agreement, max_float_units,
+                          bias_correction)
         return
     path, m = onnx_from_run(run, out if precision == "fp32" else None, opset, parity_images)
     par = m.extra.get("parity_torch_vs_ort") or {}
@@ -61,17 +63,18 @@ def export_cmd(
         repo = write_triton_repository(path, triton, [], max_batch)
         console.print(f"  Triton model repository: {escape(str(repo))}")
     if precision != "fp32":
-        _precision_export(path, precision, calib, eval_data, out, min_agreement, max_float_units)
+        _precision_export(path, precision, calib, eval_data, out, min_agreement, max_float_units, bias_correction)
 
 
 def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=None, min_agreement: float = 0.99,
-                      max_float_units: int = 8) -> None:
+                      max_float_units: int = 8, bias_correction: bool = True) -> None:
     from ..export.precision import precision_onnx_from_onnx
 
     console.print(f"[bold cyan]{precision.upper()}[/] from {escape(str(fp32_path))}, checked against FP32 on held-out images")
     with ProgressView() as prog:
         r = precision_onnx_from_onnx(fp32_path, precision, out, calib, eval_data, progress=prog,
-                                     min_agreement=min_agreement, max_float=max_float_units)
+                                     min_agreement=min_agreement, max_float=max_float_units,
+                                     bias_correction=bias_correction)
     f = r.fidelity
     console.print(f"[bold green]wrote[/] {escape(str(r.path))}: accuracy {f.accuracy:.3f} vs FP32 {f.fp32_accuracy:.3f} "
                   f"({f.accuracy_delta_points:+.1f} pts), top-1 agreement {f.top1_agreement * 100:.1f} %, "

@@ -11,7 +11,8 @@ The search, per backbone unit (the stem, each MBConv block, the head convolution
 
 1. quantize everything; stop if the decisions already agree on the search images;
 2. one-in sensitivity: quantize one unit alone, measure the mean |change| of the cracked-class
-   logit on the search images;
+   logit on the search images (without ``finish``: one bias correction per unit would cost more
+   than the whole search);
 3. keep the k most sensitive units float for k = 1, 2, 3, 4, 6, 8, ... until the top-1 agreement
    with FP32 reaches the target or ``max_float`` units are float.
 
@@ -98,7 +99,8 @@ def score(p: np.ndarray, p0: np.ndarray, positive_index: int) -> Score:
 
 
 def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, target: float,
-           max_float: int, progress: Progress | None = None) -> MixedResult:
+           max_float: int, progress: Progress | None = None,
+           finish: Callable[[bytes], bytes] | None = None) -> MixedResult:
     """Smallest set of float units (most sensitive first) whose model reaches ``target`` agreement.
 
     Args:
@@ -108,13 +110,16 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
         target: Top-1 agreement to reach (e.g. 0.99).
         max_float: Most units kept float; 0 disables the search.
         progress: ``(phase, done, total)`` callback.
+        finish: Applied to each candidate model before it is scored (bias correction,
+            :mod:`edgecrack.export.biascorrect`), not to the one-in sensitivity probes.
 
     Returns:
         The first model reaching ``target``; if none does within ``max_float``, the one with the
         highest agreement (ties: fewer float units). The caller's held-out gate decides.
     """
     say = progress or (lambda *_: None)
-    blob = quantize(set())
+    done = finish or (lambda b: b)
+    blob = done(quantize(set()))
     score = agreement(blob)
     best = MixedResult(blob, [], score, units=len(units))
     best.steps.append({"float_units": 0, "agreement": round(score.top1_agreement, 4),
@@ -132,7 +137,7 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
     for k in [s for s in STEPS if s <= min(max_float, len(units) - 1)]:
         say(f"keeping the {k} most sensitive units float", 0, 1)
         keep = [u for u, _ in sens[:k]]
-        blob = quantize({n for u in keep for n in units[u]})
+        blob = done(quantize({n for u in keep for n in units[u]}))
         score = agreement(blob)
         say(f"keeping the {k} most sensitive units float", 1, 1)
         best.steps.append({"float_units": k, "agreement": round(score.top1_agreement, 4),

@@ -36,7 +36,7 @@ from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
 from ..progress import Progress
 from . import mixed
-from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
+from .ortquant import BATCH, BiasCorrector, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
 from .run_images import calibration_for, eval_images_for, search_images_for
 
 #: Candidate formats: name -> (QuantFormat, activation type, weight type).
@@ -76,6 +76,8 @@ class QuantizeConfig:
         select_batch: Batch size whose latency decides the winner (1: camera loop, 8: batch jobs).
         max_float_units: When every format is fast enough but disagrees with FP32, the most
             backbone units the mixed-precision search may keep float in the fastest (0: off).
+        bias_correction: Shift the convolutions' biases of the QDQ formats so each channel's mean
+            on the calibration images matches FP32 (:mod:`edgecrack.export.biascorrect`).
     """
 
     calib: str | None = None
@@ -92,6 +94,7 @@ class QuantizeConfig:
     latency_runs: int = 20
     select_batch: int = 1
     max_float_units: int = 8
+    bias_correction: bool = True
 
 
 @dataclass
@@ -250,6 +253,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             prop.key, prop.value = k, v
         onnx.save(base, str(pre))
         excluded = float_nodes(base)
+        fix = BiasCorrector(pre.read_bytes(), calib, manifest, cfg.threads) if cfg.bias_correction else None
         for k, name in enumerate(cfg.formats):
             say(f"quantizing {name}", k, len(cfg.formats))
             fmt, act, wt = QUANT_FORMATS[name]
@@ -257,6 +261,9 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             t0 = time.perf_counter()
             blob = _quantize_static(pre, out_tmp, name, calib, manifest, cfg, reduce_range, method, extra_options,
                                     excluded)
+            if fix is not None and fmt == "QDQ":
+                say(f"{name}: bias correction", k, len(cfg.formats))
+                blob = fix(blob)
             qs = time.perf_counter() - t0
             try:
                 sess = session(blob, cfg.threads)
@@ -271,7 +278,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             blobs[name] = blob
             say(f"quantizing {name}", k + 1, len(cfg.formats))
         mixed_run = _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32,
-                                     method, extra_options, reduce_range, say)
+                                     method, extra_options, reduce_range, say, fix)
         if mixed_run is not None:
             c, blob, record = mixed_run
             results.append(c)
@@ -310,6 +317,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
         "calibration_set": str(calib.meta.get("source") or calib.root),
         "excluded_nodes": excluded,
         "mixed_precision": mixed_records.get(chosen.name),
+        "bias_correction": fix.record_of(blobs[chosen.name]) if fix else None,
         "onnx_sha256": fp32_sha,
         "eval": {"data": root, "images": int(len(y_eval)), "threshold": manifest.threshold},
         "fp32": asdict(fp32),
@@ -338,7 +346,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
 
 
 def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32, method,
-                     extra_options, reduce_range, say):
+                     extra_options, reduce_range, say, fix=None):
     """When every format is fast enough but disagrees with FP32, keep the most sensitive backbone
     units of the fastest one float (:mod:`edgecrack.export.mixed`) and measure that model too.
 
@@ -364,8 +372,10 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
         return _quantize_static(pre, out, base.name, calib, manifest, cfg, reduce_range, method, extra_options,
                                 excluded + sorted(extra_float), cache)
 
+    qdq = QUANT_FORMATS[base.name][0] == "QDQ"
     found = mixed.search(mixed.backbone_units(model, quantizable), quantize,
-                         search_scorer(x, ps, manifest, cfg.threads), cfg.min_agreement, cfg.max_float_units, say)
+                         search_scorer(x, ps, manifest, cfg.threads), cfg.min_agreement, cfg.max_float_units, say,
+                         fix if qdq else None)
     if not found.float_units:
         return None
     p, lat = _measure(session(found.blob, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
