@@ -6,10 +6,12 @@ Writes ``benchmarks/int8/int8.json`` and ``int8.md``.
 One default ``edgecrack train`` run on the bundled data; every model is compared with FP32 on the
 run's held-out split (validation + test), calibrated on 64 images of its training split:
 - the onnxruntime u8s8 Q/DQ graph with 8-bit and with 7-bit (``reduce_range``) weights, each run
-  through onnxruntime's fused kernels and in reference arithmetic (graph optimisation off);
+  through onnxruntime's fused kernels and in reference arithmetic (graph optimisation off), with
+  and without bias correction (:mod:`edgecrack.export.biascorrect`);
 - ``model.fp16.onnx`` as ``edgecrack export --precision fp16`` makes it;
-- the TensorRT Q/DQ graph all INT8, and with the most sensitive backbone units kept float by the
-  mixed-precision search (what ``edgecrack export --precision int8`` writes);
+- the TensorRT Q/DQ graph all INT8 without and with bias correction, and with the most sensitive
+  backbone units kept float by the mixed-precision search (what ``edgecrack export --precision int8``
+  writes);
 - ``edgecrack build-engine --target cpu --precision int8``'s candidates (latency, agreement, verdict).
 """
 
@@ -59,7 +61,7 @@ def main() -> None:
     from edgecrack.platform import machine_summary
     from edgecrack.platform import int8_isa
     from edgecrack.compare import fidelity, probs_on
-    from edgecrack.export.ortquant import BATCH, float_nodes, session
+    from edgecrack.export.ortquant import BATCH, BiasCorrector, float_nodes, session
     from edgecrack.export.precision import MAX_FLOAT_UNITS, _qdq_blob, precision_onnx_from_onnx
     from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
     from edgecrack.export.run_images import calibration_for, eval_images_for
@@ -97,22 +99,26 @@ def main() -> None:
                             weight_type=QuantType.QInt8, per_channel=True, reduce_range=rr,
                             nodes_to_exclude=float_nodes(base), calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"CalibMovingAverage": True})
-            for reference in (False, True):
-                f = fidelity(probs_on(session(q.read_bytes(), reference=reference), x, BATCH, m.input_name), p0, y, m)
-                rows.append({"model": f"qdq-u8s8, {'7' if rr else '8'}-bit weights",
-                             "run_as": "reference arithmetic (Q/DQ as written)" if reference else "onnxruntime fused kernels",
-                             **asdict(f)})
+            fixed = BiasCorrector(pre.read_bytes(), cal, m)(q.read_bytes())
+            for bc, blob in ((False, q.read_bytes()), (True, fixed)):
+                for reference in (False, True):
+                    f = fidelity(probs_on(session(blob, reference=reference), x, BATCH, m.input_name), p0, y, m)
+                    rows.append({"model": f"qdq-u8s8, {'7' if rr else '8'}-bit weights"
+                                          + (", bias corrected" if bc else ""),
+                                 "run_as": "reference arithmetic (Q/DQ as written)" if reference
+                                 else "onnxruntime fused kernels", **asdict(f)})
         r = precision_onnx_from_onnx(src, "fp16", tmp / "p.fp16.onnx", budget=0.99)
         rows.append({"model": "fp16", "run_as": "edgecrack export --precision fp16", **asdict(r.fidelity)})
         mixed = None
-        for max_float in (0, MAX_FLOAT_UNITS):
+        for max_float, bc in ((0, False), (0, True), (MAX_FLOAT_UNITS, True)):
             t0 = time.perf_counter()
-            blob, record = _qdq_blob(src, cal, m, lambda *_: None, 0.99, max_float, None)
+            blob, record = _qdq_blob(src, cal, m, lambda *_: None, 0.99, max_float, None, bc)
             f = fidelity(probs_on(session(blob, reference=True), x, BATCH, m.input_name), p0, y, m)
             n = len(record["float_units"])
             rows.append({"model": "qdq-tensorrt, " + (f"{n} of {record['units']} backbone units float"
-                                                      if n else "all INT8"),
-                         "run_as": "edgecrack export --precision int8" + ("" if max_float else " --max-float-units 0"),
+                                                      if n else "all INT8") + (", bias corrected" if bc else ""),
+                         "run_as": "edgecrack export --precision int8" + ("" if max_float else " --max-float-units 0")
+                         + ("" if bc else " --no-bias-correction"),
                          "seconds": round(time.perf_counter() - t0, 1), **asdict(f)})
             mixed = record if max_float else mixed
         try:
