@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -151,8 +152,16 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {r['name']} | {cv} | {r['heldout_accuracy']:.3f} | {r['batch1_ms']:.1f} | "
                      f"{r['latency_vs_bare_lite0']:.2f}x | {r.get('cpu_int8_speedup', float('nan')):.2f}x | "
                      f"{r.get('cpu_int8_top1_agreement', float('nan')) * 100:.1f} % | "
-                     f"{r.get('qdq_top1_agreement', float('nan')) * 100:.1f} % |")
+                     f"{_qdq_cell(r)} |")
     return "\n".join(lines + [""])
+
+
+def _qdq_cell(r: dict) -> str:
+    """The Q/DQ agreement, or what the export's refusal message says it was."""
+    if "qdq_top1_agreement" in r:
+        return f"{r['qdq_top1_agreement'] * 100:.1f} %"
+    hit = re.search(r"agrees with FP32 on ([\d.]+) %", r.get("qdq_error", ""))
+    return f"{hit.group(1)} %, refused (< 99 % on held-out images)" if hit else "not written"
 
 
 BARE: bytes = b""
