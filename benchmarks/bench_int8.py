@@ -61,7 +61,8 @@ def main() -> None:
     from edgecrack.platform import machine_summary
     from edgecrack.platform import int8_isa
     from edgecrack.compare import fidelity, probs_on
-    from edgecrack.export.ortquant import BATCH, BiasCorrector, float_nodes, session
+    from edgecrack.export.biascorrect import BiasCorrector
+    from edgecrack.export.ortquant import BATCH, float_nodes, session
     from edgecrack.export.precision import MAX_FLOAT_UNITS, _qdq_blob, precision_onnx_from_onnx
     from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
     from edgecrack.export.run_images import calibration_for, eval_images_for

@@ -20,14 +20,22 @@ tensors of at most ``max_bytes`` worth of images.
 Works on any Q/DQ graph whose convolutions take ``DequantizeLinear`` weights and a bias that is a
 float initializer (TensorRT Q/DQ) or a ``DequantizeLinear`` of an int32 initializer (onnxruntime
 QDQ); other convolutions (kept float, or QOperator formats) are left as they are.
+:class:`BiasCorrector` is the step both INT8 paths (:mod:`edgecrack.export.precision`,
+:mod:`edgecrack.export.quantize`) apply to each candidate model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..calibration import CalibrationSource
+    from ..manifest import Manifest
 
 #: Live tensors kept between segments, in bytes (the number of images used follows from it).
 MAX_BYTES = 1 << 30
@@ -213,3 +221,22 @@ def bias_correct(qdq: bytes, fp32: bytes, images: np.ndarray, input_name: str, t
     return q.SerializeToString(), {"convolutions": len(targets), "images": n,
                                    "mean_abs_shift": round(float(np.mean(shifts)), 5),
                                    "seconds": round(time.perf_counter() - t0, 2)}
+
+
+class BiasCorrector:
+    """``model bytes -> model bytes``: :func:`bias_correct` against the
+    float graph the quantizer started from, on the calibration images; remembers each result's record."""
+
+    def __init__(self, fp32: bytes, calib: "CalibrationSource", m: "Manifest", threads: int | None = None):
+        self._fp32, self._name, self._threads = fp32, m.input_name, threads
+        self._images = np.concatenate(list(calib.batches(m.input, 8)))
+        self._records: dict[str, dict] = {}
+
+    def __call__(self, blob: bytes) -> bytes:
+        out, rec = bias_correct(blob, self._fp32, self._images, self._name, self._threads)
+        self._records[hashlib.sha256(out).hexdigest()] = rec
+        return out
+
+    def record_of(self, blob: bytes) -> dict | None:
+        """The record of a model this corrector returned (None for any other)."""
+        return self._records.get(hashlib.sha256(blob).hexdigest())

@@ -8,7 +8,6 @@ result with onnxruntime; this module holds the pieces they share, so neither imp
 - :func:`float_nodes`: the in-graph preprocessing and classifier head every INT8 variant keeps float;
 - :class:`CalibrationReader`: the calibration images as onnxruntime's calibration data reader;
 - :func:`search_scorer`: scores a candidate model against FP32 for the mixed-precision search;
-- :class:`BiasCorrector`: the bias-correction step both apply to their candidate models;
 - :class:`quiet_root_logger`: mutes the quantizer's per-tensor warnings.
 
 Probabilities come from :func:`edgecrack.compare.probs_on`, agreement from :mod:`edgecrack.compare`.
@@ -110,31 +109,6 @@ def search_scorer(x: np.ndarray, fp32_probs: np.ndarray, m: Manifest, threads: i
                            m.positive_index)
 
     return score
-
-
-class BiasCorrector:
-    """``model bytes -> model bytes``: :func:`edgecrack.export.biascorrect.bias_correct` against the
-    float graph the quantizer started from, on the calibration images; remembers each result's record."""
-
-    def __init__(self, fp32: bytes, calib: CalibrationSource, m: Manifest, threads: int | None = None):
-        self._fp32, self._name, self._threads = fp32, m.input_name, threads
-        self._images = np.concatenate(list(calib.batches(m.input, 8)))
-        self._records: dict[str, dict] = {}
-
-    def __call__(self, blob: bytes) -> bytes:
-        import hashlib
-
-        from .biascorrect import bias_correct
-
-        out, rec = bias_correct(blob, self._fp32, self._images, self._name, self._threads)
-        self._records[hashlib.sha256(out).hexdigest()] = rec
-        return out
-
-    def record_of(self, blob: bytes) -> dict | None:
-        """The record of a model this corrector returned (None for any other)."""
-        import hashlib
-
-        return self._records.get(hashlib.sha256(blob).hexdigest())
 
 
 class quiet_root_logger:

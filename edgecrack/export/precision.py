@@ -38,7 +38,8 @@ from ..io import atomic_write_bytes
 from ..manifest import Manifest, read_manifest, write_manifest
 from ..progress import Progress
 from . import mixed
-from .ortquant import BATCH, BiasCorrector, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
+from .biascorrect import BiasCorrector
+from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
 from .run_images import calibration_for, eval_images_for, search_images_for
 
 BUDGETS = {"fp16": 0.005, "int8": 0.01}
