@@ -10,8 +10,8 @@ term of its output, so subtracting the measured shift from the bias removes it e
 calibration images' mean, at no run-time cost.
 
 The correction is sequential, in graph order: each convolution's shift is measured with every
-earlier one already corrected. Correcting every layer from one pass overshoots (each layer would
-also undo shifts its corrected inputs no longer carry) and was measured to wreck the model.
+earlier one already corrected. Correcting every layer from one pass overshoots: each layer would
+also undo shifts its corrected inputs no longer carry, and the errors compound down the trunk.
 The quantized graph runs once, segment by segment (one segment per corrected convolution), in
 reference arithmetic (Q/DQ as written), keeping only the tensors later segments read; a corrected
 output is the measured output minus its correction, so no segment runs twice. Memory: the live
@@ -128,6 +128,8 @@ class _Segments:
                 last_use[i] = k
             if any(i in batched for i in n.input):
                 batched.update(n.output)
+        elem = dict(types, **{input_name: next(i.type.tensor_type.elem_type for i in model.graph.input
+                                               if i.name == input_name)})
         self.pieces = []  # (session, input names, output names, the target)
         start = 0
         for t in targets:
@@ -135,11 +137,9 @@ class _Segments:
             made = {o for n in seg for o in n.output}
             ins = sorted({i for n in seg for i in n.input if i and i not in made and i not in inits})
             outs = sorted({o for n in seg for o in n.output if o and (last_use.get(o, -1) > t.index or o == t.output)})
-            unknown = [o for o in ins + outs if not types.get(o) and o != input_name]
+            unknown = [o for o in ins + outs if not elem.get(o)]
             if unknown:
                 raise ValueError(f"no element type for {unknown[0]!r} after shape inference")
-            elem = dict(types, **{input_name: next(i.type.tensor_type.elem_type for i in model.graph.input
-                                                   if i.name == input_name)})
             g = helper.make_graph(
                 seg, f"segment-{t.name}", [helper.make_tensor_value_info(i, elem[i], None) for i in ins],
                 [helper.make_tensor_value_info(o, elem[o], None) for o in outs],
@@ -228,12 +228,14 @@ class BiasCorrector:
     float graph the quantizer started from, on the calibration images; remembers each result's record."""
 
     def __init__(self, fp32: bytes, calib: "CalibrationSource", m: "Manifest", threads: int | None = None):
-        self._fp32, self._name, self._threads = fp32, m.input_name, threads
-        self._images = np.concatenate(list(calib.batches(m.input, 8)))
+        self._fp32, self._calib, self._m, self._threads = fp32, calib, m, threads
+        self._images: np.ndarray | None = None  # decoded on first use (no QDQ candidate: never)
         self._records: dict[str, dict] = {}
 
     def __call__(self, blob: bytes) -> bytes:
-        out, rec = bias_correct(blob, self._fp32, self._images, self._name, self._threads)
+        if self._images is None:
+            self._images = np.concatenate(list(self._calib.batches(self._m.input, 8)))
+        out, rec = bias_correct(blob, self._fp32, self._images, self._m.input_name, self._threads)
         self._records[hashlib.sha256(out).hexdigest()] = rec
         return out
 

@@ -214,10 +214,11 @@ def _qdq_blob(onnx_path: Path, calib: CalibrationSource, m: Manifest, say: Progr
     """Symmetric int8 Q/DQ graph (TensorRT explicit quantization) calibrated on ``calib``.
 
     ``Clip`` (ReLU6) is in the quantized op set so a convolution's output is quantized with the
-    clipped [0, 6] range rather than its raw pre-activation range (-30..40 on this backbone):
+    clipped [0, 6] range rather than its raw pre-activation range (-30..40 on this backbone).
     Each candidate's convolution biases are then corrected against FP32 on the calibration images
-    (:mod:`edgecrack.export.biascorrect`). The most sensitive backbone units stay float until the decisions on the search images
-    (:func:`~edgecrack.export.run_images.search_images_for`) agree with FP32's (:mod:`edgecrack.export.mixed`).
+    (:mod:`edgecrack.export.biascorrect`). The most sensitive backbone units stay float until the
+    decisions on the search images (:func:`~edgecrack.export.run_images.search_images_for`) agree
+    with FP32's (:mod:`edgecrack.export.mixed`).
 
     Returns:
         (model bytes, the mixed-precision record for the manifest)
