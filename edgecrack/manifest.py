@@ -185,6 +185,9 @@ def validate_manifest_dict(d: Any, source: str = "<manifest>") -> None:
     for k in ("head", "metrics", "versions", "extra"):
         if k in d and not isinstance(d[k], dict):
             bad.append(f"{k} must be an object, got {type(d[k]).__name__}")
+    units = d["head"].get("backbone_units") if isinstance(d.get("head"), dict) else None
+    if units is not None and (not _is_int(units) or units < 1):
+        bad.append(f"head.backbone_units must be an integer >= 1, got {units!r}")
     for k in ("backbone", "weights_id", "data_fingerprint"):
         if k in d and not isinstance(d[k], str):
             bad.append(f"{k} must be a string, got {d[k]!r}")

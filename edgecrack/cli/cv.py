@@ -21,6 +21,7 @@ def cv_cmd(
     classes: Optional[str] = typer.Option(None, help="binary or all (see edgecrack train)."),
     surfaces: Optional[str] = typer.Option(None, help="SDNET2018 surfaces to use, e.g. D,W."),
     label_from: Optional[str] = typer.Option(None, help="folder or prefix."),
+    backbone_units: Optional[int] = typer.Option(None, help="Backbone units kept (see edgecrack train; 0: all)."),
     fine_tune_blocks: Optional[int] = typer.Option(None, help="Backbone units fine-tuned (0: head only)."),
     views: Optional[int] = typer.Option(None, help="Views cached per image (1-8)."),
     image_size: Optional[int] = typer.Option(None, help="Square input size (multiple of 32)."),
@@ -37,6 +38,7 @@ def cv_cmd(
 
     base = load_config(config) if config else TrainConfig()
     given = {"classes": classes, "label_from": label_from, "fine_tune_blocks": fine_tune_blocks, "views": views,
+             "backbone_units": backbone_units,
              "image_size": image_size, "device": device, "workers": workers,
              "cache_dir": str(cache_dir) if cache_dir else None,
              "surfaces": [x.strip().upper() for x in surfaces.split(",") if x.strip()] if surfaces else None}

@@ -45,6 +45,7 @@ def train_cmd(
     weights: Optional[Path] = typer.Option(None, help="Local pretrained weights file (needed for torchvision backbones)."),
     allow_download: bool = typer.Option(False, help="Let torchvision download ImageNet weights (needs network)."),
     image_size: int = typer.Option(224, help="Square input size (multiple of 32). 224: one EfficientNet-Lite0 pass at its native size (the edge default); 256: SDNET2018's native tile size, 1.3x the compute. 0: the backbone's native size."),
+    backbone_units: Optional[int] = typer.Option(None, help="Backbone units kept, counted from the stem; features come from the last one and deeper units are not computed (default: the backbone's; 0: all)."),
     fine_tune_blocks: Optional[int] = typer.Option(None, help="Backbone units fine-tuned on the cached trunk (0: head only)."),
     views: int = typer.Option(8, help="Flip/rotation views cached per image for augmentation (1-8)."),
     tta: int = typer.Option(1, help="Flip views averaged inside the exported model (1, 2 or 4): each costs one backbone pass per frame. 1 (default) for cameras and Jetsons; --image-size 256 --tta 4 for offline surveys (+4 points of 5-fold CV on the bundled deck, 4.5x the latency)."),
@@ -101,7 +102,7 @@ def train_cmd(
                       views=views, pool=pool, dropout=dropout, positive_label=positive_label,
                       threshold_mode=threshold, target_recall=target_recall, solver=solver, refit=refit, device=device,
                       workers=workers, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache, threads=threads,
-                      export=export, opset=opset, plots=plots, loop=loop)
+                      export=export, opset=opset, plots=plots, loop=loop, backbone_units=backbone_units)
     if fine_tune_blocks is not None:
         cfg.fine_tune_blocks = fine_tune_blocks
     if config is not None:

@@ -31,7 +31,7 @@ from ..metrics import choose_threshold, classification_report
 from ..preprocess import InputContract
 from ..progress import Reporter as _Reporter
 from ..splits import SPLITS_FILE
-from .backbones import BACKBONES, LoadedBackbone, load_backbone
+from .backbones import BACKBONES, LoadedBackbone, keep_units, load_backbone, resolve_units
 from .bottleneck import VIEWS, FeatureRows, FeatureSet, default_cache_dir, features_from_images, model_key
 from .checkpoint import save_checkpoint
 from .loop import EpochStats, LoopConfig, fit_linear_head, logits_from_features, train_on_features
@@ -61,6 +61,9 @@ class TrainConfig:
             at its native size, the model an edge device wants (benchmarks/candidates: 5-fold CV
             0.843 at batch-1 cost 1.0x of a bare Lite0 forward, against 0.882 for 256 px with
             4 flip views at 4.5x). None: the backbone's native size.
+        backbone_units: Backbone units kept, counted from the stem (None: the backbone's default,
+            see ``BackboneSpec.default_units``; 0: all). Features come from the last kept unit;
+            the deeper units are not computed and not exported.
         fine_tune_blocks: Backbone units trained on top of the cached trunk (0: head only).
         views: Dihedral views cached per image (1 = no augmentation, up to 8).
         tta: Flip views averaged inside the exported graph (1, 2 or 4); costs that many
@@ -106,6 +109,7 @@ class TrainConfig:
     weights: str | None = None
     allow_download: bool = False
     image_size: int | None = 224
+    backbone_units: int | None = None
     fine_tune_blocks: int = 0
     views: int = 8
     tta: int = 1
@@ -400,8 +404,14 @@ def build_model(cfg: TrainConfig, classes: list[str]) -> JobModel:
     bb = load_backbone(cfg.backbone, cfg.weights, cfg.allow_download)
     size = cfg.image_size or bb.spec.default_size
     contract = InputContract(size, size, mean=bb.spec.mean, std=bb.spec.std)
+    total = len(bb.units)
+    if cfg.backbone_units is not None and not 0 <= cfg.backbone_units <= total:
+        raise ConfigError(f"--backbone-units must be in [0, {total}] for {cfg.backbone} (0: all {total}), "
+                          f"got {cfg.backbone_units}", "units count from the stem: 1 keeps the stem only")
+    bb = keep_units(bb, resolve_units(bb.spec, total, cfg.backbone_units))
     if not 0 <= cfg.fine_tune_blocks < len(bb.units):
-        raise ConfigError(f"--fine-tune-blocks must be in [0, {len(bb.units) - 1}] for {cfg.backbone}")
+        raise ConfigError(f"--fine-tune-blocks must be in [0, {len(bb.units) - 1}] for {cfg.backbone} "
+                          f"with {len(bb.units)} units kept")
     net = build_cracknet(bb, len(classes), cfg.fine_tune_blocks, contract, cfg.dropout, cfg.pool, cfg.tta)
     return JobModel(bb, net, contract)
 
@@ -411,7 +421,8 @@ def bottleneck_features(cfg: TrainConfig, data: JobData, model: JobModel, device
     views = list(VIEWS)[: cfg.views]
     pooled = cfg.fine_tune_blocks == 0
     c = model.contract
-    key = model_key(cfg.backbone, model.backbone.weights_id, c, cfg.fine_tune_blocks, pooled, views, cfg.pool)
+    units = len(model.backbone.units) if model.backbone.total_units else None
+    key = model_key(cfg.backbone, model.backbone.weights_id, c, cfg.fine_tune_blocks, pooled, views, cfg.pool, units)
     cache = None if cfg.no_cache else Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     all_samples = (list(data.train.samples) + (data.validation.samples if data.validation else [])
                    + (data.test.samples if data.test else []))
@@ -609,7 +620,8 @@ def write_job(cfg: TrainConfig, data: JobData, model: JobModel, fs: FeatureSet, 
     manifest = Manifest(
         kind="checkpoint", labels=classes, positive_label=data.positive, threshold=fitted.threshold,
         input=model.contract, backbone=cfg.backbone, weights_id=model.backbone.weights_id,
-        fine_tune_blocks=cfg.fine_tune_blocks, head={"pool": cfg.pool, "dropout": cfg.dropout, "tta": cfg.tta},
+        fine_tune_blocks=cfg.fine_tune_blocks, head={"pool": cfg.pool, "dropout": cfg.dropout, "tta": cfg.tta,
+                                                 "backbone_units": len(model.backbone.units)},
         data_fingerprint=fingerprint([fs.hashes[r] for r in tr_rows], [classes[i] for i in tr_y]),
         metrics={k: {"accuracy": v["accuracy"], "roc_auc": v.get("roc_auc"), "n": v["n"]}
                  for k, v in metrics.items() if isinstance(v, dict)},

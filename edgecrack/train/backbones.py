@@ -230,6 +230,8 @@ class BackboneSpec:
         default_fine_tune: Units fine-tuned by default.
         source: Where weights come from by default ("package" or "file").
         torchvision_name: torchvision builder name for download/file loading.
+        default_units: Units kept by default, counted from the stem (None: all). Features then
+            come from that unit's output and the deeper units are not in the graph at all.
     """
 
     name: str
@@ -240,6 +242,7 @@ class BackboneSpec:
     default_fine_tune: int
     source: str
     torchvision_name: str | None = None
+    default_units: int | None = None
 
 
 _IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -269,6 +272,7 @@ class LoadedBackbone:
         channels: Output channels of the last unit.
         imagenet_head: The pretrained ImageNet classifier (for the weights check).
         weights_id: Where the weights came from and their sha256 (cache key, manifest).
+        total_units: Units of the whole network when :func:`keep_units` cut it (None: not cut).
     """
 
     spec: BackboneSpec
@@ -276,6 +280,7 @@ class LoadedBackbone:
     channels: int
     imagenet_head: nn.Module
     weights_id: str
+    total_units: int | None = None
 
 
 def load_backbone(name: str, weights: str | Path | None = None, allow_download: bool = False) -> LoadedBackbone:
@@ -337,3 +342,27 @@ def _download_torchvision(spec: BackboneSpec, units, channels, head) -> LoadedBa
         socket.setdefaulttimeout(old)
     _tv_state_map(spec.torchvision_name, full.state_dict(), units, head)
     return LoadedBackbone(spec, units, channels, head, f"torchvision:{weights_enum}")
+
+
+def resolve_units(spec: BackboneSpec, total: int, asked: int | None) -> int:
+    """How many of a backbone's ``total`` units to keep: ``asked`` (0: all), or the spec's default
+    when ``asked`` is None. Range checks are the caller's (it knows which option was given)."""
+    if asked is None:
+        return spec.default_units or total
+    return asked or total
+
+
+def keep_units(bb: LoadedBackbone, n: int) -> LoadedBackbone:
+    """The first ``n`` units of a loaded backbone; ``channels`` becomes unit ``n - 1``'s output width.
+
+    A mid-level cut keeps texture features, drops the deepest (most ImageNet-specific and most
+    expensive) units, and takes them out of the exported graph.
+    """
+    if n == len(bb.units):
+        return bb
+    units = nn.Sequential(*bb.units[:n])
+    was_training = units.training
+    with torch.no_grad():
+        channels = int(units.eval()(torch.zeros(1, 3, 64, 64)).shape[1])
+    units.train(was_training)
+    return LoadedBackbone(bb.spec, units, channels, bb.imagenet_head, bb.weights_id, len(bb.units))

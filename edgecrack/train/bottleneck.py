@@ -324,9 +324,11 @@ def read_cached_features(kdir: Path, sha: str) -> np.ndarray | None:
 
 
 def model_key(backbone: str, weights_id: str, contract: InputContract, fine_tune_blocks: int, pooled: bool,
-              views: list[str], pool: str = "avg") -> str:
+              views: list[str], pool: str = "avg", units: int | None = None) -> str:
     d = {"backbone": backbone, "weights": weights_id, "contract": contract.to_dict(),
          "cut": fine_tune_blocks, "pooled": pooled, "views": views, "v": 1}
+    if units is not None:  # a backbone cut after ``units`` units; whole backbones keep their old keys
+        d["units"] = units
     if pooled and pool != "avg":  # average-pooled entries keep the key they always had
         d["pool"] = pool
     blob = json.dumps(d, sort_keys=True)

@@ -49,9 +49,13 @@ def load_checkpoint(run: str | Path) -> tuple[CrackNet, Manifest]:
     if not ckpt.is_file():
         raise ArtifactError(f"no {CHECKPOINT_FILE} in {run}", "train first: edgecrack train --out " + str(run))
     manifest = read_manifest(run)
-    net = skeleton_cracknet(manifest.backbone, len(manifest.labels), manifest.fine_tune_blocks, manifest.input,
-                            manifest.head.get("pool", "avg"), manifest.head.get("dropout", 0.2),
-                            manifest.head.get("tta", 1))
+    try:
+        net = skeleton_cracknet(manifest.backbone, len(manifest.labels), manifest.fine_tune_blocks, manifest.input,
+                                manifest.head.get("pool", "avg"), manifest.head.get("dropout", 0.2),
+                                manifest.head.get("tta", 1), manifest.head.get("backbone_units"))
+    except ValueError as e:
+        raise ArtifactError(f"{run}: manifest does not describe a buildable network ({e})",
+                            "train again or restore the manifest") from None
     try:
         state = load_file(str(ckpt))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types on bad files

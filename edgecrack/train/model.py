@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..preprocess import InputContract
-from .backbones import BACKBONES, LoadedBackbone
+from .backbones import BACKBONES, LoadedBackbone, keep_units
 
 
 class Normalize(nn.Module):
@@ -134,9 +134,14 @@ def build_cracknet(backbone: LoadedBackbone, n_classes: int, fine_tune_blocks: i
 
 
 def skeleton_cracknet(backbone: str, n_classes: int, fine_tune_blocks: int, contract: InputContract,
-                      pool: str = "avg", dropout: float = 0.2, tta: int = 1) -> CrackNet:
-    """An untrained :class:`CrackNet` with the right shapes, to load a checkpoint into."""
+                      pool: str = "avg", dropout: float = 0.2, tta: int = 1, units: int | None = None) -> CrackNet:
+    """An untrained :class:`CrackNet` with the right shapes, to load a checkpoint into
+    (``units``: backbone units kept; None: all)."""
     spec = BACKBONES[backbone]
-    units, channels, head = spec.build()
-    lb = LoadedBackbone(spec, units, channels, head, "skeleton")
+    all_units, channels, head = spec.build()
+    lb = LoadedBackbone(spec, all_units, channels, head, "skeleton")
+    if units is not None:
+        if not 1 <= units <= len(all_units):
+            raise ValueError(f"{backbone} has {len(all_units)} units, a checkpoint cannot keep {units}")
+        lb = keep_units(lb, units)
     return build_cracknet(lb, n_classes, fine_tune_blocks, contract, dropout, pool, tta)
