@@ -33,12 +33,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 CANDIDATES = {
-    "224 px, 1 pass, head only (default)": {"image_size": 224, "tta": 1},
-    "224 px, 1 pass, avg+max pooled head": {"image_size": 224, "tta": 1, "pool": "avgmax"},
-    "224 px, 1 pass, max pooled head": {"image_size": 224, "tta": 1, "pool": "max"},
-    "224 px, 1 pass, fine-tune 1 block": {"image_size": 224, "tta": 1, "fine_tune_blocks": 1},
-    "224 px, 1 pass, fine-tune 2 blocks": {"image_size": 224, "tta": 1, "fine_tune_blocks": 2},
-    "256 px, 4 flip views (previous default)": {"image_size": 256, "tta": 4},
+    "224 px, 1 pass, all 18 units (default)": {"image_size": 224, "tta": 1, "backbone_units": 0},
+    "224 px, 1 pass, 13 of 18 units": {"image_size": 224, "tta": 1, "backbone_units": 13},
+    "224 px, 1 pass, 16 of 18 units": {"image_size": 224, "tta": 1, "backbone_units": 16},
+    "224 px, 1 pass, all 18 units, avg+max pooled head": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                          "pool": "avgmax"},
+    "224 px, 1 pass, all 18 units, fine-tune 1 block": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                        "fine_tune_blocks": 1},
+    "224 px, 1 pass, all 18 units, fine-tune 2 blocks": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                         "fine_tune_blocks": 2},
+    "256 px, 1 pass, 13 of 18 units": {"image_size": 256, "tta": 1, "backbone_units": 13},
+    "256 px, 4 flip views, all 18 units (offline surveys)": {"image_size": 256, "tta": 4, "backbone_units": 0},
 }
 
 
