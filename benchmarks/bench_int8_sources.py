@@ -178,7 +178,7 @@ def main() -> None:
     from edgecrack.platform import machine_summary
     from edgecrack.preprocess import InputContract, normalize_reference, preprocess_files
     from edgecrack.train.backbones import load_backbone
-    from edgecrack.train.bottleneck import VIEWS
+    from edgecrack.train.bottleneck import DIHEDRAL as VIEWS
 
     warnings.simplefilter("ignore")
     logging.getLogger().setLevel(logging.ERROR)

@@ -7,7 +7,8 @@ The bundled deck images come from one camera survey; a drone or a handheld rig s
 focus, compression and ground resolution. No second-domain data set ships with edgecrack, so this
 report measures the nearest thing: each candidate is cross-validated with ``edgecrack train``'s own
 code (:func:`edgecrack.train.cv.cross_validate`, 5 stratified folds x 3 fold seeds, head-only
-defaults otherwise) on clean images, and each fold's model is then tested on its held-out images
+defaults otherwise; 'light' views are the photometric training views of
+:func:`edgecrack.train.bottleneck.photometric`) on the images as shot, and each fold's model is then tested on its held-out images
 as they are and after one shift at a time, applied to the decoded image before the input
 contract's resize:
 
@@ -38,9 +39,12 @@ sys.path.insert(0, str(ROOT))
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 CANDIDATES = {
-    "all 18 units (features from the 1280-channel head conv)": {"backbone_units": 0},
-    "16 units (features from unit 15, 192 channels)": {"backbone_units": 16},
-    "13 units (features from unit 12, 192 channels)": {"backbone_units": 13},
+    "all 18 units, 8 dihedral views": {"backbone_units": 0, "views": 8},
+    "all 18 units, 8 dihedral + 2 light views": {"backbone_units": 0, "views": 10},
+    "all 18 units, 8 dihedral + 4 light views": {"backbone_units": 0, "views": 12},
+    "16 units, 8 dihedral views": {"backbone_units": 16, "views": 8},
+    "13 units, 8 dihedral views": {"backbone_units": 13, "views": 8},
+    "13 units, 8 dihedral + 4 light views": {"backbone_units": 13, "views": 12},
 }
 
 
@@ -150,7 +154,7 @@ def markdown(rep: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}. Date {rep['date']}. "
              f"Produced by `benchmarks/bench_shift.py` in {rep['seconds']:.0f} s.", "",
              f"Each cell: mean test accuracy over {rep['folds']} folds x {len(rep['seeds'])} fold seeds of models "
-             "trained on clean images (the default `edgecrack train` settings but the number of backbone units), "
+             "trained on the images as shot (the default `edgecrack train` settings but the backbone units and training views named), "
              "tested on their held-out fold as shot and after one shift. The ± is the spread of the fold-seed "
              "means; the fold std (~0.045 on 400 images) is larger, but every candidate sees the same folds, so "
              "differences between rows are paired.", "",

@@ -334,7 +334,7 @@ def test_train_config_reruns_a_run_exactly_and_flags_override(trained_run, small
     ('{"l2_grid": [0.1, null]}', "config key 'l2_grid[1]': expected float"),
     ('{"views": 2', "is not valid JSON"),
     ('[1, 2]', "a training config must be a JSON object"),
-    ('{"views": 0}', "--views must be 1..8, got 0"),
+    ('{"views": 0}', "--views must be 1..12, got 0"),
 ])
 def test_train_config_errors_are_clear(content, msg, tmp_path):
     pytest.importorskip("torch")

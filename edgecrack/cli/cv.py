@@ -23,7 +23,7 @@ def cv_cmd(
     label_from: Optional[str] = typer.Option(None, help="folder or prefix."),
     backbone_units: Optional[int] = typer.Option(None, help="Backbone units kept (see edgecrack train; 0: all)."),
     fine_tune_blocks: Optional[int] = typer.Option(None, help="Backbone units fine-tuned (0: head only)."),
-    views: Optional[int] = typer.Option(None, help="Views cached per image (1-8)."),
+    views: Optional[int] = typer.Option(None, help="Views cached per image (1-12: 8 flip/rotation views, then light draws)."),
     image_size: Optional[int] = typer.Option(None, help="Square input size (multiple of 32)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (fine-tuning)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),

@@ -65,7 +65,8 @@ class TrainConfig:
             see ``BackboneSpec.default_units``; 0: all). Features come from the last kept unit;
             the deeper units are not computed and not exported.
         fine_tune_blocks: Backbone units trained on top of the cached trunk (0: head only).
-        views: Dihedral views cached per image (1 = no augmentation, up to 8).
+        views: Training views cached per image (1 = no augmentation, up to 12): the 8 dihedral views,
+            then photometric 'light' draws (:func:`edgecrack.train.bottleneck.photometric`).
         tta: Flip views averaged inside the exported graph (1, 2 or 4); costs that many
             backbone passes per image (1 by default: offline surveys may take 4).
         pool: Global pooling of the head: avg, max, avgmax.
