@@ -24,7 +24,6 @@ fed to every fold's head (the same numbers as the whole network: checked on the 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time

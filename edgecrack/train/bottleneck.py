@@ -39,7 +39,7 @@ import torch
 
 from ..errors import ImageDecodeError
 from ..io import atomic_write_bytes
-from ..preprocess import InputContract, decode_image, preprocess
+from ..preprocess import InputContract, preprocess
 from .model import CrackNet, pool_features
 
 #: Dihedral views of a square crop; cracks have no preferred orientation, so each is a valid
