@@ -33,17 +33,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 CANDIDATES = {
-    "224 px, 1 pass, all 18 units (default)": {"image_size": 224, "tta": 1, "backbone_units": 0},
-    "224 px, 1 pass, 13 of 18 units": {"image_size": 224, "tta": 1, "backbone_units": 13},
-    "224 px, 1 pass, 16 of 18 units": {"image_size": 224, "tta": 1, "backbone_units": 16},
-    "224 px, 1 pass, all 18 units, avg+max pooled head": {"image_size": 224, "tta": 1, "backbone_units": 0,
-                                                          "pool": "avgmax"},
-    "224 px, 1 pass, all 18 units, fine-tune 1 block": {"image_size": 224, "tta": 1, "backbone_units": 0,
-                                                        "fine_tune_blocks": 1},
-    "224 px, 1 pass, all 18 units, fine-tune 2 blocks": {"image_size": 224, "tta": 1, "backbone_units": 0,
-                                                         "fine_tune_blocks": 2},
-    "256 px, 1 pass, 13 of 18 units": {"image_size": 256, "tta": 1, "backbone_units": 13},
-    "256 px, 4 flip views, all 18 units (offline surveys)": {"image_size": 256, "tta": 4, "backbone_units": 0},
+    "224 px, 1 pass, 13 of 18 units, 8 + 4 light views (default)": {"image_size": 224, "tta": 1,
+                                                                     "backbone_units": 13, "views": 12},
+    "224 px, 1 pass, 13 of 18 units, 8 views": {"image_size": 224, "tta": 1, "backbone_units": 13, "views": 8},
+    "224 px, 1 pass, 16 of 18 units, 8 views": {"image_size": 224, "tta": 1, "backbone_units": 16, "views": 8},
+    "224 px, 1 pass, all 18 units, 8 views (previous default)": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                                 "views": 8},
+    "224 px, 1 pass, all 18 units, 8 views, avg+max pooled head": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                                   "views": 8, "pool": "avgmax"},
+    "224 px, 1 pass, all 18 units, 8 views, fine-tune 1 block": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                                 "views": 8, "fine_tune_blocks": 1},
+    "224 px, 1 pass, all 18 units, 8 views, fine-tune 2 blocks": {"image_size": 224, "tta": 1, "backbone_units": 0,
+                                                                  "views": 8, "fine_tune_blocks": 2},
+    "256 px, 1 pass, 13 of 18 units, 8 views": {"image_size": 256, "tta": 1, "backbone_units": 13, "views": 8},
+    "256 px, 4 flip views, all 18 units, 8 views (offline surveys)": {"image_size": 256, "tta": 4, "backbone_units": 0,
+                                                                      "views": 8},
 }
 
 
@@ -101,7 +105,7 @@ def measure(name: str, over: dict, tmp: Path, threads: int, do_cv: bool, folds: 
     from edgecrack.jobs import train_job
     from edgecrack.train.api import TrainConfig
 
-    row: dict = {"name": name, "config": over}
+    row: dict = {"name": name, "config": over, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     cache = tmp / "cache"
     if do_cv:
         cv = cross_validate(folds, 0, cache, tmp / f"cv-{abs(hash(name))}", over)
@@ -149,15 +153,17 @@ def markdown(rep: dict) -> str:
              f"INT8 settings: {rep['int8_isa']}. Date {rep['date']}.", "",
              "CV: 5-fold stratified on the bundled 400 images (std ~0.045: differences under ~3 points are noise). "
              "Held-out: validation + test images of one default-split run. Latency: batch 1, median of interleaved "
-             "rounds; 'vs bare' divides by a bare EfficientNet-Lite0 224 forward pass timed alongside (budget <= 1.15x).",
+             "rounds; 'vs bare' divides by a bare EfficientNet-Lite0 224 forward pass timed alongside (budget <= 1.15x). "
+             "Rows measured on different dates ran under different load on a shared machine; the ratio to the bare "
+             "pass, timed in the same run, is the comparable number.",
              "", "| candidate | CV accuracy | held-out acc. | b1 ms | vs bare Lite0 | CPU INT8 speed-up | CPU INT8 "
-             "agreement | TensorRT Q/DQ agreement (reference arithmetic) |", "|---|---|---|---|---|---|---|---|"]
+             "agreement | TensorRT Q/DQ agreement (reference arithmetic) | measured |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rep["candidates"]:
         cv = f"{r['cv_accuracy']:.3f} ± {r['cv_std']:.3f}" if "cv_accuracy" in r else "-"
         lines.append(f"| {r['name']} | {cv} | {r['heldout_accuracy']:.3f} | {r['batch1_ms']:.1f} | "
                      f"{r['latency_vs_bare_lite0']:.2f}x | {r.get('cpu_int8_speedup', float('nan')):.2f}x | "
                      f"{r.get('cpu_int8_top1_agreement', float('nan')) * 100:.1f} % | "
-                     f"{_qdq_cell(r)} |")
+                     f"{_qdq_cell(r)} | {r.get('date', rep['date'])[:16].replace('T', ' ')} |")
     return "\n".join(lines + [""])
 
 
@@ -180,6 +186,8 @@ def main() -> None:
     ap.add_argument("--skip-cv", action="store_true")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the rows of the existing candidates.json that this "
+                    "run does not measure (each row shows the date it was measured)")
     ap.add_argument("--cv-json", type=Path, help="CV results measured earlier by this script's cross_validate "
                     "({name: {cv_accuracy, cv_std, cv_folds}}), used with --skip-cv")
     a = ap.parse_args()
@@ -191,9 +199,14 @@ def main() -> None:
     rep = {"schema": "edgecrack.bench.candidates/1", "machine": machine_summary(), "threads": a.threads,
            "int8_isa": int8_isa().summary, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "candidates": []}
+    kept = {}
+    if a.keep and (a.out / "candidates.json").is_file():
+        kept = {r["name"]: r for r in json.loads((a.out / "candidates.json").read_text())["candidates"]}
     with tempfile.TemporaryDirectory(prefix="edgecrack-cand-") as t:
         for name, over in CANDIDATES.items():
             if a.only and not any(s in name for s in a.only):
+                if name in kept:
+                    rep["candidates"].append(kept[name])
                 continue
             row = measure(name, over, Path(t), a.threads, not a.skip_cv, a.folds)
             if a.skip_cv and name in earlier:

@@ -1,6 +1,6 @@
 """Accuracy under imaging shifts: which default keeps working when the camera, light or altitude change.
 
-Run: ``.venv/bin/python benchmarks/bench_shift.py`` (about 10 minutes on a 2-core CPU).
+Run: ``.venv/bin/python benchmarks/bench_shift.py`` (about 25 minutes on a 2-core CPU).
 Writes ``benchmarks/shift/shift.json`` and ``shift.md``.
 
 The bundled deck images come from one camera survey; a drone or a handheld rig sees other light,

@@ -70,7 +70,7 @@ def test_corrected_channel_means_equal_fp32(trained_onnx, calib_images, tensorrt
     q = _quantized(trained_onnx, images, name, tensorrt)
     fixed, rec = bias_correct(q, f, images, name)
     n_conv = len(_targets(onnx.load_from_string(q)))
-    assert rec["convolutions"] == n_conv >= 40 and rec["images"] == len(images) and rec["mean_abs_shift"] > 0
+    assert rec["convolutions"] == n_conv >= 30 and rec["images"] == len(images) and rec["mean_abs_shift"] > 0
     before, after = _mean_gaps(q, f, images, name), _mean_gaps(fixed, f, images, name)
     # before: INT8 moves channel means by tenths to whole units of pre-activation; after: float
     # noise, or for an int32 bias its grid (scale = input scale x weight scale) and the channels

@@ -111,7 +111,8 @@ def test_qdq_int8_is_tensorrt_style(trained_onnx, holdout_deck, deck_dir, tmp_pa
     m = read_manifest(r.path)
     assert m.extra["format"] == "qdq-tensorrt" and m.extra["calibration_images"] == 32
     bc = m.extra["bias_correction"]  # every quantized convolution of the Lite0 trunk, all 32 images
-    assert bc["convolutions"] >= 40 and bc["images"] == 32 and bc["mean_abs_shift"] > 0
+    n_conv = sum(n.op_type == "Conv" for n in onnx.load(str(trained_onnx)).graph.node)
+    assert bc["convolutions"] == n_conv >= 30 and bc["images"] == 32 and bc["mean_abs_shift"] > 0
     assert 0.5 <= r.fidelity.top1_agreement <= 1.0
 
 
@@ -126,7 +127,7 @@ def test_over_budget_writes_nothing(trained_onnx, holdout_deck, tmp_path):
     out = tmp_path / "model.qdq.onnx"
     with pytest.raises(ArtifactError, match="nothing written") as e:
         precision_onnx_from_onnx(trained_onnx, "int8", out, calib=calib.parent, eval_data=holdout_deck, budget=0.0)
-    assert "agreement" in e.value.message and not out.exists()
+    assert "agree" in e.value.message and "% of 40 images" in e.value.message and not out.exists()
     with pytest.raises(ConfigError, match="not an ONNX precision"):
         precision_onnx_from_onnx(trained_onnx, "int4", out, eval_data=holdout_deck)
 
@@ -141,9 +142,9 @@ def test_export_cli_writes_fp16_next_to_the_run(trained_run, holdout_deck):
 
 @pytest.mark.slow
 def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, holdout_deck, deck_dir, tmp_path):
-    """An unreachable target with at most 2 float units: every unit is measured, the two most
-    sensitive stay float (their convolutions read float weights, no DequantizeLinear), the rest
-    is INT8, and the export refuses with the numbers."""
+    """An unreachable target with at most 2 float units: every unit is measured, 0, 1 and 2 float
+    units are tried, the best of them is kept (its float units' convolutions read float weights,
+    no DequantizeLinear; the rest is INT8), and the export refuses with the numbers."""
     from edgecrack.calibration import load_calibration
     from edgecrack.export.precision import _qdq_blob
 
@@ -159,8 +160,11 @@ def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, hold
     assert rec["bias_correction"] is None
     sens = rec["sensitivity"]
     assert len(sens) == rec["units"] >= 10 and [s for _, s in sens] == sorted((s for _, s in sens), reverse=True)
-    assert rec["float_units"] == [u for u, _ in sens[:2]] or rec["float_units"] == [sens[0][0]]
     assert [st["float_units"] for st in rec["steps"]] == [0, 1, 2]
+    # the kept model: the k most sensitive units float, k the first step with the best agreement
+    agreements = [st["agreement"] for st in rec["steps"]]
+    k = agreements.index(max(agreements))
+    assert rec["float_units"] == [u for u, _ in sens[:k]]
     # this run has fewer than 32 training images outside the calibration set: scored on the calibration images
     assert rec["search_images"] == len(load_calibration(calib)) == 32
     model = onnx.load_from_string(blob)

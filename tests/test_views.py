@@ -54,6 +54,6 @@ def test_light_views_reach_training(small_deck, tmp_path):
     (kdir,) = (tmp_path / "c" / "bottleneck").iterdir()
     img = sorted((small_deck / "CD").glob("*.jpg"))[0]
     f = read_cached_features(kdir, content_hash(img)).astype(np.float32)
-    assert f.shape == (10, 1280)
+    assert f.shape == (10, 192)  # the default 13 units of Lite0 end in 192 channels
     for light in f[8:]:  # a light view is no dihedral view: the trunk saw other pixels
         assert np.abs(f[:8] - light).max(axis=1).min() > 0.05

@@ -47,7 +47,7 @@ def train_cmd(
     image_size: int = typer.Option(224, help="Square input size (multiple of 32). 224: one EfficientNet-Lite0 pass at its native size (the edge default); 256: SDNET2018's native tile size, 1.3x the compute. 0: the backbone's native size."),
     backbone_units: Optional[int] = typer.Option(None, help="Backbone units kept, counted from the stem; features come from the last one and deeper units are not computed (default: the backbone's; 0: all)."),
     fine_tune_blocks: Optional[int] = typer.Option(None, help="Backbone units fine-tuned on the cached trunk (0: head only)."),
-    views: int = typer.Option(8, help="Training views cached per image (1-12): 8 flip/rotation views, then random brightness/contrast/noise draws of one (9-12)."),
+    views: int = typer.Option(12, help="Training views cached per image (1-12): 8 flip/rotation views, then random brightness/contrast/noise draws of one (9-12)."),
     tta: int = typer.Option(1, help="Flip views averaged inside the exported model (1, 2 or 4): each costs one backbone pass per frame. 1 (default) for cameras and Jetsons; --image-size 256 --tta 4 for offline surveys (+4 points of 5-fold CV on the bundled deck, 4.5x the latency)."),
     pool: str = typer.Option("avg", help="Head pooling: avg, max, avgmax."),
     dropout: float = typer.Option(0.2, help="Dropout before the classifier."),

@@ -58,12 +58,13 @@ class TrainConfig:
         weights: Local weights file (torchvision backbones need one unless ``allow_download``).
         allow_download: Let torchvision download weights.
         image_size: Square input size (multiple of 32). Default 224: one EfficientNet-Lite0 pass
-            at its native size, the model an edge device wants (benchmarks/candidates: 5-fold CV
-            0.843 at batch-1 cost 1.0x of a bare Lite0 forward, against 0.882 for 256 px with
-            4 flip views at 4.5x). None: the backbone's native size.
+            at its native size, the model an edge device wants (benchmarks/candidates compares
+            it with 256 px and 4 flip views, 3.7x the latency). None: the backbone's native size.
         backbone_units: Backbone units kept, counted from the stem (None: the backbone's default,
-            see ``BackboneSpec.default_units``; 0: all). Features come from the last kept unit;
-            the deeper units are not computed and not exported.
+            see ``BackboneSpec.default_units``: 13 of Lite0's 18; 0: all). Features come from the
+            last kept unit; the deeper units are not computed and not exported. With the light
+            views, 13 units were as accurate as 18 on the deck images as shot and more robust
+            under imaging shifts (benchmarks/shift).
         fine_tune_blocks: Backbone units trained on top of the cached trunk (0: head only).
         views: Training views cached per image (1 = no augmentation, up to 12): the 8 dihedral views,
             then photometric 'light' draws (:func:`edgecrack.train.bottleneck.photometric`).
@@ -112,7 +113,7 @@ class TrainConfig:
     image_size: int | None = 224
     backbone_units: int | None = None
     fine_tune_blocks: int = 0
-    views: int = 8
+    views: int = 12
     tta: int = 1
     pool: str = "avg"
     dropout: float = 0.2
