@@ -156,7 +156,9 @@ def markdown(rep: dict) -> str:
              "trained on the images as shot (the default `edgecrack train` settings but the backbone units and training views named), "
              "tested on their held-out fold as shot and after one shift. The ± is the spread of the fold-seed "
              "means; the fold std (~0.045 on 400 images) is larger, but every candidate sees the same folds, so "
-             "differences between rows are paired.", "",
+             "differences between rows are paired. The light training views draw brightness, contrast and noise: "
+             "the dark, low-contrast and noise columns are shifts of kinds they train for; blur, JPEG and half "
+             "resolution are not.", "",
              "| candidate | " + " | ".join(shifts) + " | mean of shifts | worst shift |",
              "|---|" + "---|" * (len(shifts) + 2)]
     for r in rep["candidates"]:
