@@ -214,6 +214,8 @@ def main() -> None:
             rep["candidates"].append(row)
             atomic_write_json(a.out / "candidates.json", rep)
             atomic_write_text(a.out / "candidates.md", markdown(rep))
+    atomic_write_json(a.out / "candidates.json", rep)  # rows kept after the last measured one
+    atomic_write_text(a.out / "candidates.md", markdown(rep))
     print(markdown(rep))
 
 
