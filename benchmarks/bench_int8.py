@@ -32,13 +32,15 @@ sys.path.insert(0, str(ROOT))
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
-def unit_macs(backbone: str, height: int, width: int) -> dict[str, int]:
-    """Multiply-accumulates of each backbone unit (``trunk.N``) at ``height`` x ``width`` px, from the convolutions' shapes."""
+def unit_macs(backbone: str, height: int, width: int, n_units: int | None = None) -> dict[str, int]:
+    """Multiply-accumulates of each backbone unit (``trunk.N``) of the first ``n_units`` (None: all) at
+    ``height`` x ``width`` px, from the convolutions' shapes."""
     import torch
 
     from edgecrack.train.backbones import BACKBONES
 
     units, _, _ = BACKBONES[backbone].build()
+    units = units[:n_units] if n_units else units
     macs: dict[str, int] = {}
     for i, unit in enumerate(units):
         for mod in unit.modules():
@@ -128,7 +130,7 @@ def main() -> None:
         except QuantizeRefused as e:
             cpu, cpu_verdict = [e.fp32, *e.candidates], ("refused: no candidate within 1 point, >= 99 % top-1 "
                                                          "agreement and >= 1.2x faster at batch 1")
-    macs = unit_macs(m.backbone, m.input.height, m.input.width)
+    macs = unit_macs(m.backbone, m.input.height, m.input.width, m.head.get("backbone_units"))
     mixed["float_share_of_trunk_macs"] = sum(macs.get(u, 0) for u in mixed["float_units"]) / sum(macs.values())
     mixed["trunk_macs"] = sum(macs.values())
     fp32_ms = cpu[0].latency_ms["1"]

@@ -165,3 +165,20 @@ def test_bad_options_and_wrong_input_are_clear(int8, trained_onnx):
     r = CliRunner().invoke(app, ["build-engine", str(trained_onnx), "--precision", "int8", "--target", "cpu",
                                  "--calib", "/nonexistent/cal"])
     assert r.exit_code == 1 and "calibration set not found" in r.output
+
+
+def test_mixed_retry_starts_from_the_format_that_agrees_best():
+    """Of the formats fast enough but refused, the retry starts from the closest to FP32 (fewest float
+    units to add), not from the fastest by a hair; slow and accepted formats are never the start."""
+    from edgecrack.export.quantize import Candidate, mixed_base
+
+    cfg = QuantizeConfig()
+    fp32 = Candidate("fp32", 0.9, {"1": 4.4})
+    qop = Candidate("qop-u8s8", 0.867, {"1": 3.19}, top1_agreement=0.917, verdict="agreement 91.7 % < 99 %")
+    qdq = Candidate("qdq-u8s8", 0.883, {"1": 3.20}, top1_agreement=0.967, verdict="agreement 96.7 % < 99 %")
+    s8 = Candidate("qdq-s8s8", 0.875, {"1": 7.5}, top1_agreement=0.975, verdict="x0.60 < x1.20")
+    assert mixed_base([qop, qdq, s8], fp32, cfg) is qdq
+    tie = Candidate("qdq-u8s8-b", 0.883, {"1": 3.10}, top1_agreement=0.967, verdict="agreement 96.7 % < 99 %")
+    assert mixed_base([qdq, tie], fp32, cfg) is tie
+    ok = Candidate("qdq-u8s8", 0.9, {"1": 3.0}, top1_agreement=0.995, verdict="ok")
+    assert mixed_base([ok, s8], fp32, cfg) is None
