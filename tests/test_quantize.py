@@ -14,7 +14,7 @@ from edgecrack.errors import ConfigError
 from edgecrack.platform import int8_isa
 from edgecrack.export.ortquant import head_nodes, preprocessing_nodes
 from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
-from edgecrack.manifest import manifest_from_onnx, read_manifest, sidecar_path
+from edgecrack.manifest import manifest_from_onnx, read_manifest
 from edgecrack.runtime import open_backend
 
 REPO = Path(__file__).resolve().parents[1]
