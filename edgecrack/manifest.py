@@ -22,6 +22,9 @@ from .preprocess import InputContract
 METADATA_KEY = "edgecrack.manifest"
 #: Artifact kinds this release writes and reads.
 KINDS = ("checkpoint", "onnx", "onnx-int8", "tensorrt")
+#: ``extra["format"]`` of a TensorRT-style Q/DQ INT8 ONNX (``export --precision int8``): made for
+#: TensorRT's arithmetic, so a CPU runs it as written (see the onnxruntime backend).
+QDQ_TENSORRT = "qdq-tensorrt"
 #: Fields whose disagreement between two copies of one manifest changes answers.
 DECISION_FIELDS = ("kind", "labels", "positive_label", "threshold", "input", "input_name", "output_name")
 _FIX = "restore the artifact's manifest as it was exported, or export the artifact again (edgecrack export RUN)"

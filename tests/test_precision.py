@@ -17,6 +17,7 @@ from edgecrack.export.graph import tensorrt_readiness
 from edgecrack.export.precision import precision_onnx_from_onnx
 from edgecrack.export.run_images import calibration_for, eval_images_for
 from edgecrack.manifest import read_manifest
+from edgecrack.runtime import open_backend
 from edgecrack.splits import SPLITS_FILE
 
 
@@ -114,6 +115,15 @@ def test_qdq_int8_is_tensorrt_style(trained_onnx, holdout_deck, deck_dir, tmp_pa
     n_conv = sum(n.op_type == "Conv" for n in onnx.load(str(trained_onnx)).graph.node)
     assert bc["convolutions"] == n_conv >= 30 and bc["images"] == 32 and bc["mean_abs_shift"] > 0
     assert 0.5 <= r.fidelity.top1_agreement <= 1.0
+    # the runtime runs it on a CPU as the export checked it: Q/DQ as written, not fused INT8 kernels
+    from edgecrack.export.ortquant import session
+    from edgecrack.preprocess import preprocess_files
+
+    x = preprocess_files(sorted(holdout_deck.glob("*/*.jpg"))[::4], m.input)
+    want = session(r.path.read_bytes(), 1, reference=True).run(None, {m.input_name: x})[0]
+    with open_backend(r.path, prefer="onnxruntime-cpu", strict=True).backend as be:
+        np.testing.assert_allclose(be.probs(x), want, atol=1e-6)
+        assert be.info()["arithmetic"].startswith("Q/DQ as written")
 
 
 def test_over_budget_writes_nothing(trained_onnx, holdout_deck, tmp_path):

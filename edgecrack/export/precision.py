@@ -35,7 +35,7 @@ from ..calibration import CalibrationSource, load_calibration
 from ..compare import Fidelity, fidelity, probs_on
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
-from ..manifest import Manifest, read_manifest, write_manifest
+from ..manifest import QDQ_TENSORRT, Manifest, read_manifest, write_manifest
 from ..progress import Progress
 from . import mixed
 from .biascorrect import BiasCorrector
@@ -153,7 +153,7 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
         blob, mixed_record = _qdq_blob(onnx_path, calib_src, m, say, min_agreement, max_float, threads,
                                        bias_correction)
         p = probs_on(session(blob, threads, reference=True), x, BATCH, m.input_name)
-        extra.update({"format": "qdq-tensorrt", "activations": "int8 symmetric per-tensor",
+        extra.update({"format": QDQ_TENSORRT, "activations": "int8 symmetric per-tensor",
                       "weights": "int8 symmetric per-channel", "bias": "float",
                       "evaluated_as": "onnxruntime reference arithmetic (Q/DQ as written, no fused kernels)",
                       "calibration_hash": calib_src.hash, "calibration_images": len(calib_src),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
-from ..manifest import Manifest, check_onnx_session
+from ..manifest import QDQ_TENSORRT, Manifest, check_onnx_session
 from .base import Backend
 
 _PROVIDERS = {
@@ -36,6 +36,11 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.threads = threads
         self.name = f"onnxruntime-{device}"
+        # A TensorRT Q/DQ model on the CPU runs as written (dequantize, float op, quantize): the
+        # arithmetic TensorRT computes and its export was checked in. onnxruntime's fused CPU INT8
+        # kernels compute something else (on x86 without VNNI their int16 sums saturate), so a CPU
+        # check of a TensorRT artifact through them would judge the wrong arithmetic.
+        self.as_written = device == "cpu" and manifest.extra.get("format") == QDQ_TENSORRT
         self._sess = None
 
     @staticmethod
@@ -62,7 +67,8 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         if self.threads:
             so.intra_op_num_threads = self.threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.as_written
+                                       else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         try:
             self._sess = ort.InferenceSession(str(self.artifact), so, providers=_PROVIDERS[self.device])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
@@ -96,4 +102,6 @@ class OnnxRuntimeBackend(Backend):
             "precision": self.manifest.extra.get("precision") or ("int8" if self.manifest.kind == "onnx-int8" else "fp32"),
             "providers": self._sess.get_providers() if self._sess else _PROVIDERS[self.device],
             "threads": self.threads or os.cpu_count(),
+            "arithmetic": ("Q/DQ as written (TensorRT's arithmetic, no fused CPU INT8 kernels)" if self.as_written
+                           else "onnxruntime kernels"),
         }
