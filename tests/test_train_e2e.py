@@ -97,6 +97,15 @@ def test_config_is_the_resolved_config(trained_run, small_deck, config):
     assert config["views"] == 2 and config["fine_tune_blocks"] == 0 and config["backbone"] == "efficientnet_lite0"
     assert config["loop"]["epochs"] == 5 and config["loop"]["seed"] == 0 and config["loop"]["device"] == "cpu"
     assert set(config) == set(TrainConfig.__dataclass_fields__)
+    assert config["backbone_units"] == 13  # resolved: the default, written as a number
+
+
+def test_configs_from_before_backbone_units_keep_the_whole_backbone(config):
+    from edgecrack.train.api import config_from_dict
+
+    old = {k: v for k, v in config.items() if k != "backbone_units"}
+    assert config_from_dict(old).backbone_units == 0
+    assert config_from_dict(config).backbone_units == 13
 
 
 def test_metrics_are_sane(metrics):

@@ -200,6 +200,9 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """
     if not isinstance(d, dict):
         raise ConfigError("a training config must be a JSON object")
+    if "views" in d and "backbone_units" not in d:
+        # written before --backbone-units existed, when every run kept the whole backbone
+        d = {**d, "backbone_units": 0}
     return _dataclass_from_dict(TrainConfig, d)
 
 
@@ -411,6 +414,8 @@ def build_model(cfg: TrainConfig, classes: list[str]) -> JobModel:
         raise ConfigError(f"--backbone-units must be in [0, {total}] for {cfg.backbone} (0: all {total}), "
                           f"got {cfg.backbone_units}", "units count from the stem: 1 keeps the stem only")
     bb = keep_units(bb, resolve_units(bb.spec, total, cfg.backbone_units))
+    # config.json records the units kept, so that --config re-runs this network whatever the default becomes
+    cfg.backbone_units = len(bb.units)
     if not 0 <= cfg.fine_tune_blocks < len(bb.units):
         raise ConfigError(f"--fine-tune-blocks must be in [0, {len(bb.units) - 1}] for {cfg.backbone} "
                           f"with {len(bb.units)} units kept")
