@@ -98,3 +98,33 @@ def test_images_follow_the_byte_bound(trained_onnx, calib_images):
     # a float graph has nothing to correct and comes back as it was
     f = trained_onnx.read_bytes()
     assert bias_correct(f, f, images, name) == (f, {"convolutions": 0, "images": 0})
+
+
+def test_shared_fp32_means_give_the_same_models(trained_onnx, calib_images):
+    """A mixed-precision search corrects many candidates against one FP32 model: the cached FP32
+    means give byte-identical models to fresh ones, also for a candidate with units left float
+    (fewer convolutions to correct) and after the cache was filled by another."""
+    images, name = calib_images
+    f = trained_onnx.read_bytes()
+    q = _quantized(trained_onnx, images, name, True)
+    model = onnx.load_from_string(q)
+    # leave the first quantized convolution float: drop its weight DequantizeLinear
+    first = _targets(model)[0].name
+    conv = next(n for n in model.graph.node if n.name == first)
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == conv.input[1])
+    conv.input[1] = dq.input[0]
+    inits = {i.name: i for i in model.graph.initializer}
+    w = inits[dq.input[0]]
+    scale = numpy_helper.to_array(inits[dq.input[1]]).reshape(-1, 1, 1, 1)
+    w.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(w) * scale).astype(np.float32), w.name))
+    model.graph.node.remove(dq)
+    partial = model.SerializeToString()
+
+    cache: dict = {}
+    a, ra = bias_correct(q, f, images, name, fp32_means=cache)
+    filled = len(cache)
+    b, rb = bias_correct(partial, f, images, name, fp32_means=cache)
+    assert filled == ra["convolutions"] and len(cache) == filled  # the second call computed nothing new
+    assert rb["convolutions"] == ra["convolutions"] - 1
+    assert a == bias_correct(q, f, images, name)[0]
+    assert b == bias_correct(partial, f, images, name)[0]

@@ -170,7 +170,7 @@ class _Segments:
 
 
 def bias_correct(qdq: bytes, fp32: bytes, images: np.ndarray, input_name: str, threads: int | None = None,
-                 max_bytes: int = MAX_BYTES) -> tuple[bytes, dict]:
+                 max_bytes: int = MAX_BYTES, fp32_means: dict | None = None) -> tuple[bytes, dict]:
     """The INT8 graph ``qdq`` with its convolution biases corrected against ``fp32`` on ``images``.
 
     Args:
@@ -180,6 +180,9 @@ def bias_correct(qdq: bytes, fp32: bytes, images: np.ndarray, input_name: str, t
         input_name: The graph input.
         threads: onnxruntime intra-op threads.
         max_bytes: Bound on the tensors kept between segments; fewer images are used if needed.
+        fp32_means: A cache of FP32 channel means, ``(convolution, images used) -> means``, shared by
+            the calls of one mixed-precision search (same ``fp32`` and ``images``): each of its
+            candidates would otherwise run the float model over the images again.
 
     Returns:
         (corrected model bytes, record for the manifest: convolutions corrected, images used,
@@ -198,8 +201,12 @@ def bias_correct(qdq: bytes, fp32: bytes, images: np.ndarray, input_name: str, t
     peak = segments.run(images[:1], input_name, lambda t, chunks: np.zeros(chunks[0].shape[1]))
     n = int(max(1, min(len(images), max_bytes // max(peak, 1))))
     images = images[:n]
-    ref = dict(zip((t.name for t in targets),
-                   _channel_means(f, [float_out[t.name] for t in targets], images, input_name, threads)))
+    cache = {} if fp32_means is None else fp32_means
+    missing = [t.name for t in targets if (t.name, n) not in cache]
+    if missing:
+        means = _channel_means(f, [float_out[name] for name in missing], images, input_name, threads)
+        cache.update({(name, n): m for name, m in zip(missing, means)})
+    ref = {t.name: cache[(t.name, n)] for t in targets}
     inits = {i.name: i for i in q.graph.initializer}
     shifts = []
 
@@ -231,11 +238,13 @@ class BiasCorrector:
         self._fp32, self._calib, self._m, self._threads = fp32, calib, m, threads
         self._images: np.ndarray | None = None  # decoded on first use (no QDQ candidate: never)
         self._records: dict[str, dict] = {}
+        self.fp32_means: dict = {}  # FP32 channel means, computed once for all candidates
 
     def __call__(self, blob: bytes) -> bytes:
         if self._images is None:
             self._images = np.concatenate(list(self._calib.batches(self._m.input, 8)))
-        out, rec = bias_correct(blob, self._fp32, self._images, self._m.input_name, self._threads)
+        out, rec = bias_correct(blob, self._fp32, self._images, self._m.input_name, self._threads,
+                                fp32_means=self.fp32_means)
         self._records[hashlib.sha256(out).hexdigest()] = rec
         return out
 
