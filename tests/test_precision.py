@@ -151,10 +151,11 @@ def test_export_cli_writes_fp16_next_to_the_run(trained_run, holdout_deck):
 
 
 @pytest.mark.slow
-def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, holdout_deck, deck_dir, tmp_path):
-    """An unreachable target with at most 2 float units: every unit is measured, 0, 1 and 2 float
-    units are tried, the best of them is kept (its float units' convolutions read float weights,
-    no DequantizeLinear; the rest is INT8), and the export refuses with the numbers."""
+def test_mixed_precision_tries_prefixes_then_the_most_sensitive_units(trained_onnx, holdout_deck, deck_dir, tmp_path):
+    """An unreachable target with at most 2 float units: the first 1 and 2 units float are tried, every
+    unit's sensitivity is measured, the 1 and 2 most sensitive float are tried, the best is kept (its
+    float units' convolutions read float weights, no DequantizeLinear; the rest is INT8), and the
+    export refuses with the numbers."""
     from edgecrack.calibration import load_calibration
     from edgecrack.export.precision import _qdq_blob
 
@@ -170,11 +171,15 @@ def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, hold
     assert rec["bias_correction"] is None
     sens = rec["sensitivity"]
     assert len(sens) == rec["units"] >= 10 and [s for _, s in sens] == sorted((s for _, s in sens), reverse=True)
-    assert [st["float_units"] for st in rec["steps"]] == [0, 1, 2]
-    # the kept model: the k most sensitive units float, k the first step with the best agreement
-    agreements = [st["agreement"] for st in rec["steps"]]
-    k = agreements.index(max(agreements))
-    assert rec["float_units"] == [u for u, _ in sens[:k]]
+    # all INT8, the first 1 and 2 units float, then the 1 and 2 most sensitive (unless the same set)
+    order = [u for u, _ in sens]
+    prefixes = [[f"trunk.{i}" for i in range(k)] for k in (1, 2)]
+    expected = [("all int8", [])] + [("prefix", u) for u in prefixes] + [
+        ("most sensitive", order[:k]) for k in (1, 2) if set(order[:k]) != set(prefixes[k - 1])]
+    assert [(st["set"], st["units"]) for st in rec["steps"]] == expected
+    # the kept model: the best agreement, ties to the smaller logit shift
+    best = max(rec["steps"], key=lambda st: (st["agreement"], -st["logit_shift"]))
+    assert rec["float_units"] == best["units"]
     # this run has fewer than 32 training images outside the calibration set: scored on the calibration images
     assert rec["search_images"] == len(load_calibration(calib)) == 32
     model = onnx.load_from_string(blob)
@@ -191,7 +196,8 @@ def test_mixed_precision_keeps_the_most_sensitive_units_float(trained_onnx, hold
 
 
 def test_search_stops_at_the_target_and_keeps_the_best():
-    """The search's order and stopping rule on a model whose agreement rises by unit."""
+    """The search's order and stopping rule on a model whose agreement rises by unit: float prefixes
+    first, then the most sensitive units, each phase stopping at the target."""
     from edgecrack.export import mixed
 
     units = {f"u{i}": [f"n{i}a", f"n{i}b"] for i in range(6)}
@@ -208,22 +214,59 @@ def test_search_stops_at_the_target_and_keeps_the_best():
         return mixed.Score(1.0 - shift / 2, shift)
 
     said = []
-    r = mixed.search(units, quantize, agreement, target=0.9, max_float=8, progress=lambda *a: said.append(a))
+    # prefixes: u0 -> 0.535, u0-u1 -> 0.785, u0-u2 -> 0.79: none reaches 0.9 within 3 units, the
+    # sensitivity order does at 2 (u1, u3: 0.91)
+    r = mixed.search(units, quantize, agreement, target=0.9, max_float=3, progress=lambda *a: said.append(a))
     last = {phase: (done, total) for phase, done, total in said}
-    assert set(last) == {"sensitivity of each unit", "keeping the 1 most sensitive units float",
-                         "keeping the 2 most sensitive units float"}
+    assert set(last) == {"keeping the first 1 units float", "keeping the first 2 units float",
+                         "keeping the first 3 units float", "sensitivity of each unit",
+                         "keeping the 1 most sensitive units float", "keeping the 2 most sensitive units float"}
     assert all(done == total for done, total in last.values())  # every phase shown finished
     assert [u for u, _ in r.sensitivity] == ["u1", "u3", "u5", "u0", "u4", "u2"]
     assert r.float_units == ["u1", "u3"] and r.score.top1_agreement == pytest.approx(1 - 0.18 / 2)
-    assert [s["float_units"] for s in r.steps] == [0, 1, 2]
-    assert len(made) == 1 + 6 + 2
+    assert [(s["set"], s["units"]) for s in r.steps] == [
+        ("all int8", []), ("prefix", ["u0"]), ("prefix", ["u0", "u1"]), ("prefix", ["u0", "u1", "u2"]),
+        ("most sensitive", ["u1"]), ("most sensitive", ["u1", "u3"])]
+    assert len(made) == 1 + 3 + 6 + 2
+    # a prefix that reaches the target ends the search before any sensitivity probe
+    made.clear()
+    pre = mixed.search(units, quantize, agreement, target=0.78, max_float=8)
+    assert pre.float_units == ["u0", "u1"] and pre.sensitivity == [] and len(made) == 3
     none = mixed.search(units, quantize, agreement, target=0.9, max_float=0)
     assert none.float_units == [] and len(none.steps) == 1
     # ``finish`` (bias correction) runs on each scored candidate, not on the one-in probes
     finished = []
-    fin = mixed.search(units, quantize, agreement, target=0.9, max_float=8,
+    fin = mixed.search(units, quantize, agreement, target=0.9, max_float=3,
                        finish=lambda b: finished.append(b) or b + b",")
-    assert len(finished) == 1 + 2 and fin.blob.endswith(b",") and fin.float_units == ["u1", "u3"]
+    assert len(finished) == 1 + 3 + 2 and fin.blob.endswith(b",") and fin.float_units == ["u1", "u3"]
+
+
+def test_search_passes_over_candidates_too_slow():
+    """With ``fast_enough`` (the CPU speed-up gate), a candidate that agrees but is too slow does not
+    end the search and is not kept over a slower-agreeing fast one; the steps record the verdicts."""
+    from edgecrack.export import mixed
+
+    units = {f"u{i}": [f"n{i}"] for i in range(4)}
+    weight = {"u0": 0.3, "u1": 0.02, "u2": 0.01, "u3": 0.25}
+
+    def agreement(blob):
+        floats = set(blob.decode().split(",")) - {""}
+        shift = sum(w for u, w in weight.items() if f"n{u[1]}" not in floats)
+        return mixed.Score(1.0 - shift, shift)
+
+    def quantize(float_nodes):
+        return ",".join(sorted(float_nodes)).encode()
+
+    # float u3 (an island) is "slow"; prefixes are fast
+    slow = lambda blob: "n3" not in blob.decode()  # noqa: E731
+    r = mixed.search(units, quantize, agreement, target=0.95, max_float=3, fast_enough=slow)
+    # prefixes reach 0.72, 0.74, 0.75; the sensitive set u0+u3 reaches 0.97 but is slow: the best fast one is kept
+    assert r.float_units == ["u0", "u1", "u2"] and r.score.top1_agreement == pytest.approx(0.75)
+    assert [s.get("fast_enough") for s in r.steps] == [True, True, True, True, False, False]
+    # the most sensitive unit alone is the 1-unit prefix already measured: not built twice
+    assert [s["units"] for s in r.steps][4:] == [["u0", "u3"], ["u0", "u3", "u1"]]
+    # without the speed gate the same search stops at the slow set
+    assert mixed.search(units, quantize, agreement, target=0.95, max_float=3).float_units == ["u0", "u3"]
 
 
 def test_search_score_is_agreement_and_logit_shift():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
@@ -182,3 +183,22 @@ def test_mixed_retry_starts_from_the_format_that_agrees_best():
     assert mixed_base([qdq, tie], fp32, cfg) is tie
     ok = Candidate("qdq-u8s8", 0.9, {"1": 3.0}, top1_agreement=0.995, verdict="ok")
     assert mixed_base([ok, s8], fp32, cfg) is None
+
+
+def test_speedup_is_judged_against_fp32_timed_alongside(trained_onnx):
+    """A candidate's speed-up divides the FP32 time measured in the same alternating rounds, not the
+    FP32 time measured minutes earlier; export-time sessions do not spin-wait (one session's spinning
+    threads would be timed in the next one's calls)."""
+    from edgecrack.export.ortquant import session
+    from edgecrack.export.quantize import Candidate, paired_latency_ms
+
+    fp32 = Candidate("fp32", 0.9, {"1": 10.0, "8": 80.0})
+    c = Candidate("qdq-u8s8", 0.9, {"1": 2.0, "8": 20.0}, fp32_latency_ms={"1": 3.0})
+    assert c.speedup(fp32, 1) == pytest.approx(1.5) and c.speedup(fp32, 8) == pytest.approx(4.0)
+    sess = session(trained_onnx.read_bytes(), threads=1)
+    assert sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    m = read_manifest(trained_onnx)
+    x = np.zeros((2, m.input.height, m.input.width, 3), np.uint8)
+    a, b = paired_latency_ms(sess, sess, x, m.input_name, 1, runs=8, rounds=2)
+    # the same session on both sides: the two least round medians agree within timer noise
+    assert a > 0 and b > 0 and 0.5 < a / b < 2.0

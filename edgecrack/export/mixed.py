@@ -10,11 +10,21 @@ the agreement at part of the INT8 speed: that is the trade this module measures.
 The search, per backbone unit (the stem, each MBConv block, the head convolution):
 
 1. quantize everything; stop if the decisions already agree on the search images;
-2. one-in sensitivity: quantize one unit alone, measure the mean |change| of the cracked-class
-   logit on the search images (without ``finish``: one bias correction per unit would cost more
-   than the whole search);
-3. keep the k most sensitive units float for k = 1, 2, 3, 4, 6, 8, ... until the top-1 agreement
-   with FP32 reaches the target or ``max_float`` units are float.
+2. float prefixes: keep the first k units float for k = 1, 2, 3, 4, 6, 8, ... up to ``max_float``,
+   stopping at the first that reaches the target. A prefix is the cheapest float region: one
+   float-to-INT8 boundary, and the units it holds are where the error starts (the trunk amplifies
+   the stem's output noise the most, ``benchmarks/int8/sources.md``) and, on x86 without VNNI,
+   where INT8 kernels gain least (``benchmarks/int8/int8.md``);
+3. only if no prefix reaches it: one-in sensitivity (quantize one unit alone, measure the mean
+   |change| of the cracked-class logit on the search images, without ``finish``: one bias
+   correction per unit would cost more than the whole search), then keep the k most sensitive
+   units float for the same k until the target is reached.
+
+A candidate reaches the target when its top-1 agreement with FP32 does and, where the caller
+passes ``fast_enough`` (the CPU path: its speed-up gate), it is fast enough: float islands in
+the middle of the trunk cost a conversion on each side. If none reaches it, the best agreement
+among the fast enough candidates is kept; ties, which a search set of 160 images makes common
+(one image is 0.6 %), go to the smaller mean logit shift, the continuous measure of the same error.
 
 The held-out check that decides whether the artifact is written happens afterwards, on other
 images (:mod:`edgecrack.export.precision`, :mod:`edgecrack.export.quantize`).
@@ -100,11 +110,12 @@ def score(p: np.ndarray, p0: np.ndarray, positive_index: int) -> Score:
 
 def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, target: float,
            max_float: int, progress: Progress | None = None,
-           finish: Callable[[bytes], bytes] | None = None) -> MixedResult:
-    """Smallest set of float units (most sensitive first) whose model reaches ``target`` agreement.
+           finish: Callable[[bytes], bytes] | None = None,
+           fast_enough: Callable[[bytes], bool] | None = None) -> MixedResult:
+    """Fewest float units (a float prefix first, then the most sensitive) whose model reaches ``target``.
 
     Args:
-        units: ``unit -> node names`` (:func:`backbone_units`).
+        units: ``unit -> node names`` in graph order (:func:`backbone_units`).
         quantize: Builds the INT8 model with the given node names left float.
         agreement: Scores a model against FP32 on the search images.
         target: Top-1 agreement to reach (e.g. 0.99).
@@ -112,38 +123,63 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
         progress: ``(phase, done, total)`` callback.
         finish: Applied to each candidate model before it is scored (bias correction,
             :mod:`edgecrack.export.biascorrect`), not to the one-in sensitivity probes.
+        fast_enough: Whether a candidate model is fast enough to be kept (None: speed not judged).
 
     Returns:
-        The first model reaching ``target``; if none does within ``max_float``, the one with the
-        highest agreement (ties: fewer float units). The caller's held-out gate decides.
+        The first model reaching ``target``; if none does within ``max_float``, the fast enough one
+        with the highest agreement (ties: the smaller logit shift). The caller's held-out gate decides.
     """
     say = progress or (lambda *_: None)
     done = finish or (lambda b: b)
-    blob = done(quantize(set()))
-    score = agreement(blob)
-    best = MixedResult(blob, [], score, units=len(units))
-    best.steps.append({"float_units": 0, "agreement": round(score.top1_agreement, 4),
-                       "logit_shift": round(score.mean_logit_shift, 4)})
-    if score.top1_agreement >= target - 1e-9 or max_float <= 0 or len(units) < 2:
+    names = list(units)
+    best: MixedResult | None = None
+    best_fast = False
+
+    def attempt(kind: str, keep: list[str]) -> bool:
+        """Build, finish and score one candidate; keep it if it is the best so far; True when it reaches the target."""
+        nonlocal best, best_fast
+        phase = (f"keeping the first {len(keep)} units float" if kind == "prefix"
+                 else f"keeping the {len(keep)} most sensitive units float")
+        if keep:
+            say(phase, 0, 1)
+        blob = done(quantize({n for u in keep for n in units[u]}))
+        score = agreement(blob)
+        quick = fast_enough is None or fast_enough(blob)
+        if keep:
+            say(phase, 1, 1)
+        step = {"float_units": len(keep), "set": kind, "units": keep, "agreement": round(score.top1_agreement, 4),
+                "logit_shift": round(score.mean_logit_shift, 4)}
+        if fast_enough is not None:
+            step["fast_enough"] = quick
+        better = best is None or (quick and not best_fast) or (quick == best_fast and (
+            round(score.top1_agreement, 6), -score.mean_logit_shift) > (
+            round(best.score.top1_agreement, 6), -best.score.mean_logit_shift))
+        if best is None:
+            best = MixedResult(blob, keep, score, units=len(units))
+        elif better:
+            best.blob, best.float_units, best.score = blob, keep, score
+        best_fast = quick if better else best_fast
+        best.steps.append(step)
+        return quick and score.top1_agreement >= target - 1e-9
+
+    if attempt("all int8", []) or max_float <= 0 or len(units) < 2:
         return best
-    every = {n for names in units.values() for n in names}
+    ks = [k for k in STEPS if k <= min(max_float, len(units) - 1)]
+    for k in ks:
+        if attempt("prefix", names[:k]):
+            return best
+    every = {n for group in units.values() for n in group}
     sens: list[tuple[str, float]] = []
-    for i, (unit, names) in enumerate(units.items()):
+    for i, (unit, group) in enumerate(units.items()):
         say("sensitivity of each unit", i, len(units))
-        sens.append((unit, agreement(quantize(every - set(names))).mean_logit_shift))
+        sens.append((unit, agreement(quantize(every - set(group))).mean_logit_shift))
     say("sensitivity of each unit", len(units), len(units))
     sens.sort(key=lambda t: -t[1])
     best.sensitivity = sens
-    for k in [s for s in STEPS if s <= min(max_float, len(units) - 1)]:
-        say(f"keeping the {k} most sensitive units float", 0, 1)
+    for k in ks:
         keep = [u for u, _ in sens[:k]]
-        blob = done(quantize({n for u in keep for n in units[u]}))
-        score = agreement(blob)
-        say(f"keeping the {k} most sensitive units float", 1, 1)
-        best.steps.append({"float_units": k, "agreement": round(score.top1_agreement, 4),
-                           "logit_shift": round(score.mean_logit_shift, 4)})
-        if score.top1_agreement > best.score.top1_agreement + 1e-9:
-            best.blob, best.float_units, best.score = blob, keep, score
-        if score.top1_agreement >= target - 1e-9:
+        if set(keep) == set(names[:k]):
+            continue  # the prefix of the same units was measured above
+        if attempt("most sensitive", keep):
             break
     return best

@@ -3,9 +3,10 @@
 INT8 is a trade, not a free win: depending on the CPU (VNNI/AMX or not) and the format,
 a quantized EfficientNet-Lite0 is several times faster or several times *slower* than FP32.
 So this module measures instead of assuming: it quantizes the model in each candidate format
-with the same calibration images, measures latency (batch 1 and 8) and accuracy against FP32
-on labelled held-out images, keeps the fastest format within the accuracy budget, and records
-every candidate's numbers in the INT8 manifest.
+with the same calibration images, measures latency (batch 1 and 8, in rounds alternating with
+FP32's so both see the same load) and accuracy against FP32 on labelled held-out images, keeps
+the fastest format within the accuracy budget, and records every candidate's numbers in the INT8
+manifest.
 
 An INT8 model is written only when it is within the accuracy budget, agrees with FP32 on at
 least ``min_agreement`` of the held-out images (top-1) *and* runs at least ``min_speedup`` times
@@ -49,6 +50,8 @@ QUANT_FORMATS = {
 }
 DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+#: Alternating FP32/INT8 timing rounds per speed-up measurement (:func:`paired_latency_ms`).
+ROUNDS = 4
 
 
 
@@ -114,6 +117,7 @@ class Candidate:
     size_bytes: int = 0
     within_budget: bool = True
     verdict: str = ""
+    fp32_latency_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def measured(cls, name: str, vs_fp32: Agreement, latency_ms: dict[str, float], **kw) -> "Candidate":
@@ -123,7 +127,10 @@ class Candidate:
                    max_abs_diff=vs_fp32.max_abs_diff, mean_abs_diff=vs_fp32.mean_abs_diff, **kw)
 
     def speedup(self, ref: "Candidate", batch: int) -> float:
-        return ref.latency_ms[str(batch)] / self.latency_ms[str(batch)]
+        """FP32 latency over this candidate's, both timed in the same rounds where measured so
+        (``fp32_latency_ms``), else against ``ref``'s own measurement."""
+        b = str(batch)
+        return self.fp32_latency_ms.get(b, ref.latency_ms[b]) / self.latency_ms[b]
 
 
 @dataclass
@@ -160,20 +167,57 @@ def _validate(cfg: QuantizeConfig) -> None:
         raise ConfigError(f"--select-batch must be 1 or 8, got {cfg.select_batch}")
 
 
-def _measure(sess, x: np.ndarray, input_name: str, runs: int) -> tuple[np.ndarray, dict[str, float]]:
+def _timed_ms(sess, xb: np.ndarray, input_name: str, runs: int) -> float:
+    """Median wall time of ``runs`` calls of ``sess`` on ``xb``."""
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {input_name: xb})
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1e3)
+
+
+def _runs(batch: int, runs: int) -> int:
+    return max(3, runs if batch == 1 else runs // 4)
+
+
+def _latency_ms(sess, x: np.ndarray, input_name: str, batch: int, runs: int) -> float:
+    """Median wall time of one ``sess`` call on the first ``batch`` images, after 3 warm-up calls."""
+    xb = np.ascontiguousarray(x[:batch])
+    for _ in range(3):
+        sess.run(None, {input_name: xb})
+    return _timed_ms(sess, xb, input_name, _runs(batch, runs))
+
+
+def paired_latency_ms(ref, sess, x: np.ndarray, input_name: str, batch: int, runs: int,
+                      rounds: int = ROUNDS) -> tuple[float, float]:
+    """Latency of ``ref`` (FP32) and ``sess`` at ``batch``, timed in alternating rounds: each side's
+    least round median. On a shared or throttling host the load drifts between one measurement and
+    the next by more than INT8 and FP32 differ; rounds that alternate see the same machine, and the
+    least median is the one least disturbed by it. Each round starts with two untimed calls: the
+    other session's worker threads spin on for a while after its last call and would be timed too."""
+    xb = np.ascontiguousarray(x[:batch])
+    per = max(3, _runs(batch, runs) // rounds)
+    a, b = [], []
+    for _ in range(rounds):
+        for s, out in ((ref, a), (sess, b)):
+            for _ in range(2):
+                s.run(None, {input_name: xb})
+            out.append(_timed_ms(s, xb, input_name, per))
+    return min(a), min(b)
+
+
+def _measure(sess, x: np.ndarray, input_name: str, runs: int, ref=None) -> tuple[np.ndarray, dict, dict]:
+    """Probabilities on ``x`` and batch-1 and batch-8 latency; with ``ref`` (the FP32 session), both
+    sides timed in alternating rounds (:func:`paired_latency_ms`), whose FP32 times come third."""
     probs = probs_on(sess, x, BATCH, input_name)
-    lat = {}
+    lat, ref_lat = {}, {}
     for b in (1, 8):
-        xb = np.ascontiguousarray(x[:b])
-        for _ in range(3):
-            sess.run(None, {input_name: xb})
-        ts = []
-        for _ in range(max(3, runs if b == 1 else max(3, runs // 4))):
-            t0 = time.perf_counter()
-            sess.run(None, {input_name: xb})
-            ts.append(time.perf_counter() - t0)
-        lat[str(b)] = float(np.median(ts) * 1e3)
-    return probs, lat
+        if ref is None:
+            lat[str(b)] = _latency_ms(sess, x, input_name, b, runs)
+        else:
+            ref_lat[str(b)], lat[str(b)] = paired_latency_ms(ref, sess, x, input_name, b, runs)
+    return probs, lat, ref_lat
 
 
 def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, config: QuantizeConfig | None = None,
@@ -223,7 +267,8 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     fp32_sha = hashlib.sha256(fp32_bytes).hexdigest()
 
     say("measuring FP32", 0, 1)
-    p0, lat0 = _measure(session(fp32_bytes, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
+    sess0 = session(fp32_bytes, cfg.threads)
+    p0, lat0, _ = _measure(sess0, x_eval, manifest.input_name, cfg.latency_runs)
 
     def vs_fp32(p: np.ndarray) -> Agreement:
         return compare_probs(p, p0, y_eval, manifest.positive_index, manifest.threshold)
@@ -271,15 +316,16 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             except Exception as e:  # noqa: BLE001 - some formats have no kernels on some CPUs
                 say(f"{name}: onnxruntime cannot run it ({str(e).splitlines()[0][:120]})", k + 1, len(cfg.formats))
                 continue
-            p, lat = _measure(sess, x_eval, manifest.input_name, cfg.latency_runs)
-            c = Candidate.measured(name, vs_fp32(p), lat, quantize_seconds=round(qs, 2), size_bytes=len(blob))
+            p, lat, lat0 = _measure(sess, x_eval, manifest.input_name, cfg.latency_runs, sess0)
+            c = Candidate.measured(name, vs_fp32(p), lat, quantize_seconds=round(qs, 2), size_bytes=len(blob),
+                                   fp32_latency_ms=lat0)
             c.verdict = _verdict(c, fp32, cfg)
             c.within_budget = c.verdict == "ok"
             results.append(c)
             blobs[name] = blob
             say(f"quantizing {name}", k + 1, len(cfg.formats))
         mixed_run = _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32,
-                                     method, extra_options, reduce_range, say, fix)
+                                     method, extra_options, reduce_range, say, fix, sess0)
         if mixed_run is not None:
             c, blob, record = mixed_run
             results.append(c)
@@ -298,7 +344,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             f">= x{cfg.min_speedup:.2f}. Nothing was written",
             "keep the FP32 model.onnx on this CPU; on a GPU use the TensorRT Q/DQ model (edgecrack export RUN "
             "--precision int8)", fp32=fp32, candidates=results)
-    chosen = min(ok, key=lambda c: c.latency_ms[key])
+    chosen = max(ok, key=lambda c: c.speedup(fp32, cfg.select_batch))
     fmt, act, wt = QUANT_FORMATS[chosen.name.split("+")[0]]
     extra = {
         "precision": "int8",
@@ -330,7 +376,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             "speedup_batch8": round(chosen.speedup(fp32, 8), 3),
         },
         "candidates": [asdict(c) for c in results],
-        "selected_by": f"lowest batch-{key} latency within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
+        "selected_by": f"highest batch-{key} speed-up over FP32 (timed in alternating rounds) within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
                        f"top-1 agreement >= {cfg.min_agreement * 100:.0f} %, speed-up >= x{cfg.min_speedup:.2f}",
         "cpu": cpu_name(),
         "threads": cfg.threads,
@@ -355,13 +401,14 @@ def mixed_base(results: list[Candidate], fp32: Candidate, cfg: QuantizeConfig) -
     fast = [c for c in results if c.verdict != "ok" and c.speedup(fp32, cfg.select_batch) >= cfg.min_speedup]
     if not fast:
         return None
-    return max(fast, key=lambda c: (round(c.top1_agreement, 6), -c.latency_ms[str(cfg.select_batch)]))
+    return max(fast, key=lambda c: (round(c.top1_agreement, 6), c.speedup(fp32, cfg.select_batch)))
 
 
 def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32, method,
-                     extra_options, reduce_range, say, fix=None):
-    """When formats are fast enough but disagree with FP32, keep the most sensitive backbone units
-    of one of them (:func:`mixed_base`) float (:mod:`edgecrack.export.mixed`) and measure that model too.
+                     extra_options, reduce_range, say, fix=None, sess0=None):
+    """When formats are fast enough but disagree with FP32, keep backbone units of one of them
+    (:func:`mixed_base`) float (:mod:`edgecrack.export.mixed`: a float prefix first, then the most
+    sensitive units; candidates slower than the speed-up gate are passed over) and measure that model too.
 
     Returns:
         (candidate ``<format>+mixed``, model bytes, search record), or None when nothing to try.
@@ -385,13 +432,22 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
                                 excluded + sorted(extra_float), cache)
 
     qdq = QUANT_FORMATS[base.name][0] == "QDQ"
+    b = cfg.select_batch
+
+    def fast_enough(blob: bytes) -> bool:
+        if sess0 is None:
+            return True
+        ref_ms, ms = paired_latency_ms(sess0, session(blob, cfg.threads), x_eval, manifest.input_name, b,
+                                       cfg.latency_runs)
+        return ref_ms / ms >= cfg.min_speedup
+
     found = mixed.search(mixed.backbone_units(model, quantizable), quantize,
                          search_scorer(x, ps, manifest, cfg.threads), cfg.min_agreement, cfg.max_float_units, say,
-                         fix if qdq else None)
+                         fix if qdq else None, fast_enough)
     if not found.float_units:
         return None
-    p, lat = _measure(session(found.blob, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs)
-    c = Candidate.measured(f"{base.name}+mixed", vs_fp32(p), lat, size_bytes=len(found.blob))
+    p, lat, lat0 = _measure(session(found.blob, cfg.threads), x_eval, manifest.input_name, cfg.latency_runs, sess0)
+    c = Candidate.measured(f"{base.name}+mixed", vs_fp32(p), lat, size_bytes=len(found.blob), fp32_latency_ms=lat0)
     c.verdict = _verdict(c, fp32, cfg)
     c.within_budget = c.verdict == "ok"
     return c, found.blob, dict(found.record(), search_images=int(len(x)))
