@@ -1,6 +1,6 @@
 """Where INT8 loses on this CPU: fused kernels vs 7-bit weights vs Q/DQ executed as written; FP16 too.
 
-Run: ``.venv/bin/python benchmarks/bench_int8.py`` (about 10 minutes on a 2-core CPU).
+Run: ``.venv/bin/python benchmarks/bench_int8.py`` (about 14 minutes on a 2-core CPU).
 Writes ``benchmarks/int8/int8.json`` and ``int8.md``.
 
 One default ``edgecrack train`` run on the bundled data; every model is compared with FP32 on the
@@ -12,7 +12,11 @@ run's held-out split (validation + test), calibrated on 64 images of its trainin
 - the TensorRT Q/DQ graph all INT8 without and with bias correction, and with the most sensitive
   backbone units kept float by the mixed-precision search (what ``edgecrack export --precision int8``
   writes);
-- ``edgecrack build-engine --target cpu --precision int8``'s candidates (latency, agreement, verdict).
+- the CPU path's bias-corrected qdq-u8s8 graph with the first 0-4 backbone units float (agreement,
+  speed-up timed against FP32 in alternating rounds), and onnxruntime's kernel time per backbone unit
+  for FP32 and all-INT8 (profiler);
+- ``edgecrack build-engine --target cpu --precision int8``'s candidates (latency, agreement, verdict;
+  speed-ups against FP32 timed alongside each).
 """
 
 from __future__ import annotations
@@ -52,6 +56,35 @@ def unit_macs(backbone: str, height: int, width: int, n_units: int | None = None
         for unit in units:
             x = unit(x)
     return macs
+
+
+def unit_kernel_ms(model: bytes, shape: tuple[int, ...], runs: int = 60) -> dict[str, float]:
+    """onnxruntime CPU kernel time per backbone unit (``trunk.N``; everything else ``other``) at batch 1,
+    from onnxruntime's profiler: the mean over ``runs`` calls, in ms."""
+    import json
+    import re
+
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="edgecrack-prof-") as t:
+        so.profile_file_prefix = str(Path(t) / "prof")
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        name = sess.get_inputs()[0].name
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    out: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            m = re.match(r"^/trunk/trunk\.(\d+)/", e["name"])
+            key = f"trunk.{m.group(1)}" if m else "other"
+            out[key] = out.get(key, 0.0) + e["dur"] / 1e3 / runs
+    return out
 
 
 def main() -> None:
@@ -124,6 +157,35 @@ def main() -> None:
                          + ("" if bc else " --no-bias-correction"),
                          "seconds": round(time.perf_counter() - t0, 1), **asdict(f)})
             mixed = record if max_float else mixed
+        # onnxruntime CPU: the bias-corrected qdq-u8s8 graph as the CPU path builds it, with the first k
+        # units float, timed against FP32 in alternating rounds; kernel time per unit from the profiler
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from edgecrack.export.ortquant import CalibrationReader
+        from edgecrack.export.quantize import paired_latency_ms
+
+        cpu_pre = tmp / "cpu-pre.onnx"
+        quant_pre_process(str(pre), str(cpu_pre), skip_symbolic_shape=False)
+        cpu_base = onnx.load(str(cpu_pre))
+        fix = BiasCorrector(cpu_pre.read_bytes(), cal, m)
+        fp32_sess = session(cpu_pre.read_bytes())
+        prefix_rows, int8_all = [], None
+        for k in (0, 1, 2, 3, 4):
+            floats = [n.name for n in cpu_base.graph.node if any(n.name.startswith(f"/trunk/trunk.{i}/") for i in range(k))]
+            q = tmp / f"cpu-prefix{k}.onnx"
+            quantize_static(str(cpu_pre), str(q), CalibrationReader(cal, m), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            reduce_range=int8_isa().reduce_range, nodes_to_exclude=float_nodes(cpu_base) + floats,
+                            calibrate_method=CalibrationMethod.MinMax, extra_options={"CalibMovingAverage": True})
+            blob = fix(q.read_bytes())
+            int8_all = blob if k == 0 else int8_all
+            sess = session(blob)
+            f = fidelity(probs_on(sess, x, BATCH, m.input_name), p0, y, m)
+            ref_ms, ms = paired_latency_ms(fp32_sess, sess, x, m.input_name, 1, runs=40, rounds=8)
+            prefix_rows.append({"float_units": k, "fp32_ms": ref_ms, "int8_ms": ms, "speedup": ref_ms / ms,
+                                **asdict(f)})
+        shape = (1, m.input.height, m.input.width, 3)
+        kernel = {"fp32": unit_kernel_ms(cpu_pre.read_bytes(), shape), "int8": unit_kernel_ms(int8_all, shape)}
         try:
             res = int8_from_onnx(src, tmp / "cpu.int8.onnx", QuantizeConfig())
             cpu, cpu_verdict = [res.fp32, *res.candidates], f"written: {res.chosen.name}"
@@ -133,13 +195,13 @@ def main() -> None:
     macs = unit_macs(m.backbone, m.input.height, m.input.width, m.head.get("backbone_units"))
     mixed["float_share_of_trunk_macs"] = sum(macs.get(u, 0) for u in mixed["float_units"]) / sum(macs.values())
     mixed["trunk_macs"] = sum(macs.values())
-    fp32_ms = cpu[0].latency_ms["1"]
-    cpu_rows = [{"name": c.name, "latency_ms_batch1": c.latency_ms["1"], "speedup_batch1": fp32_ms / c.latency_ms["1"],
+    cpu_rows = [{"name": c.name, "latency_ms_batch1": c.latency_ms["1"], "speedup_batch1": c.speedup(cpu[0], 1),
                  "top1_agreement": c.top1_agreement, "accuracy": c.accuracy,
                  "accuracy_delta_points": c.accuracy_delta_points, "verdict": c.verdict or "reference"} for c in cpu]
     rep = {"schema": "edgecrack.bench.int8/1", "machine": machine_summary(), "int8_isa": int8_isa().summary,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows,
-           "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows}}
+           "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows},
+           "cpu_float_prefix": prefix_rows, "cpu_kernel_ms_per_unit": kernel}
     lines = ["# INT8 and FP16 fidelity on this CPU", "",
              f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; {rep['int8_isa']}. "
              f"Default model, held-out: {where}. Date {rep['date']}.", "",
@@ -148,9 +210,10 @@ def main() -> None:
               f"({r['fp32_accuracy']:.3f}) | {r['accuracy_delta_points']:+.1f} |" for r in rows]
     lines += ["", "Mixed-precision search (TensorRT Q/DQ): agreement with FP32 on "
               f"{mixed['search_images']} training images outside the calibration set as units are kept float, "
-              "in order of one-in sensitivity:", "",
-              "| units float | search-set agreement |", "|---|---|"]
-    lines += [f"| {s['float_units']} | {s['agreement'] * 100:.1f} % |" for s in mixed["steps"]]
+              "float prefixes first, then the most sensitive units (one-in sensitivity):", "",
+              "| units float | set | units | search-set agreement | mean logit shift |", "|---|---|---|---|---|"]
+    lines += [f"| {s['float_units']} | {s.get('set', 'most sensitive')} | {', '.join(s.get('units', []))} | "
+              f"{s['agreement'] * 100:.1f} % | {s['logit_shift']:.3f} |" for s in mixed["steps"]]
     lines += ["", f"Float units of the written model: {', '.join(mixed['float_units'])}: "
               f"{mixed['float_share_of_trunk_macs'] * 100:.0f} % of the trunk's {mixed['trunk_macs'] / 1e6:.0f} M "
               f"multiply-accumulates at {m.input.height} x {m.input.width} px (from the convolutions' shapes)."]
@@ -160,6 +223,18 @@ def main() -> None:
     lines += [f"| {r['name']} | {r['latency_ms_batch1']:.1f} ms | x{r['speedup_batch1']:.2f} | "
               f"{r['top1_agreement'] * 100:.1f} % | {r['accuracy']:.3f} | {r['accuracy_delta_points']:+.1f} | "
               f"{r['verdict']} |" for r in cpu_rows]
+    lines += ["", "onnxruntime CPU, bias-corrected qdq-u8s8 (the CPU path's graph) with the first k backbone units "
+              f"float; held-out {where}; batch-1 latency timed against FP32 in 8 alternating rounds (least round "
+              "median of each side):", "",
+              "| first units float | top-1 agreement | Δ points | FP32 | INT8 | speed-up |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['float_units']} | {r['top1_agreement'] * 100:.1f} % | {r['accuracy_delta_points']:+.1f} | "
+              f"{r['fp32_ms']:.2f} ms | {r['int8_ms']:.2f} ms | x{r['speedup']:.2f} |" for r in prefix_rows]
+    units = sorted((u for u in kernel["fp32"] if u != "other"), key=lambda u: int(u.split(".")[1])) + ["other"]
+    lines += ["", "Kernel time per backbone unit at batch 1 (onnxruntime profiler, mean of 60 calls, all cores; "
+              "'other' is the in-graph preprocessing, the head and layout changes):", "",
+              "| unit | FP32 | INT8 (all units) | INT8 / FP32 |", "|---|---|---|---|"]
+    lines += [f"| {u} | {kernel['fp32'].get(u, 0):.3f} ms | {kernel['int8'].get(u, 0):.3f} ms | "
+              f"{kernel['int8'].get(u, 0) / max(kernel['fp32'].get(u, 0), 1e-9):.2f} |" for u in units]
     lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f} (2 cores; latencies are noisy when it is "
               "above 2)."]
     atomic_write_json(a.out / "int8.json", rep)
