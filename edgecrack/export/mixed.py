@@ -4,7 +4,7 @@ An INT8 model's error is not spread evenly. On the 224 px deck default (13 Lite0
 TensorRT-style symmetric Q/DQ, 160 search images; ``benchmarks/int8/int8.json``), quantizing one
 backbone unit alone moved the cracked logit by 0.03-0.12 on average for 9 of the 13 units, but by
 0.84 for the stem and the first block each; the fully quantized, bias-corrected model moved it by
-0.29 and agreed with FP32 on 95.6 % of the images. Keeping the most sensitive units float recovers the rest of
+0.29 and agreed with FP32 on 95.6 % of the images. Keeping a few units float recovers the rest of
 the agreement at part of the INT8 speed: that is the trade this module measures.
 
 The search, per backbone unit (the stem, each MBConv block, the head convolution):
