@@ -189,7 +189,9 @@ def main() -> None:
         try:
             res = int8_from_onnx(src, tmp / "cpu.int8.onnx", QuantizeConfig())
             cpu, cpu_verdict = [res.fp32, *res.candidates], f"written: {res.chosen.name}"
+            cpu_mixed = res.manifest.extra.get("mixed_precision")
         except QuantizeRefused as e:
+            cpu_mixed = None
             cpu, cpu_verdict = [e.fp32, *e.candidates], ("refused: no candidate within 1 point, >= 99 % top-1 "
                                                          "agreement and >= 1.2x faster at batch 1")
     macs = unit_macs(m.backbone, m.input.height, m.input.width, m.head.get("backbone_units"))
@@ -201,7 +203,7 @@ def main() -> None:
     rep = {"schema": "edgecrack.bench.int8/1", "machine": machine_summary(), "int8_isa": int8_isa().summary,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows,
            "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows},
-           "cpu_float_prefix": prefix_rows, "cpu_kernel_ms_per_unit": kernel}
+           "cpu_float_prefix": prefix_rows, "cpu_kernel_ms_per_unit": kernel, "cpu_mixed_precision": cpu_mixed}
     lines = ["# INT8 and FP16 fidelity on this CPU", "",
              f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; {rep['int8_isa']}. "
              f"Default model, held-out: {where}. Date {rep['date']}.", "",
@@ -223,6 +225,14 @@ def main() -> None:
     lines += [f"| {r['name']} | {r['latency_ms_batch1']:.1f} ms | x{r['speedup_batch1']:.2f} | "
               f"{r['top1_agreement'] * 100:.1f} % | {r['accuracy']:.3f} | {r['accuracy_delta_points']:+.1f} | "
               f"{r['verdict']} |" for r in cpu_rows]
+    if cpu_mixed:
+        share = sum(macs.get(u, 0) for u in cpu_mixed["float_units"]) / sum(macs.values())
+        lines += ["", f"Float units of the written CPU model: {', '.join(cpu_mixed['float_units']) or 'none'} "
+                  f"({share * 100:.0f} % of the trunk's multiply-accumulates); its search:", "",
+                  "| units float | set | units | search-set agreement | mean logit shift | fast enough |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {s['float_units']} | {s['set']} | {', '.join(s['units'])} | {s['agreement'] * 100:.1f} % | "
+                  f"{s['logit_shift']:.3f} | {'yes' if s.get('fast_enough', True) else 'no'} |" for s in cpu_mixed["steps"]]
     lines += ["", "onnxruntime CPU, bias-corrected qdq-u8s8 (the CPU path's graph) with the first k backbone units "
               f"float; held-out {where}; batch-1 latency timed against FP32 in 8 alternating rounds (least round "
               "median of each side):", "",

@@ -24,7 +24,8 @@ def export_cmd(
     calib: Optional[Path] = typer.Option(None, help="INT8 calibration folder (default: 64 images drawn from the run's training split)."),
     eval_data: Optional[Path] = typer.Option(None, help="Labelled folder for the FP16/INT8 check (default: the run's validation + test split)."),
     min_agreement: float = typer.Option(0.99, help="FP16/INT8: smallest accepted top-1 agreement with FP32 on the held-out images."),
-    max_float_units: int = typer.Option(8, help="INT8: most backbone units kept float to reach --min-agreement (0: all INT8)."),
+    max_float_units: Optional[int] = typer.Option(None, help="INT8: most backbone units kept float to reach --min-agreement "
+                                                  "(0: all INT8; default 4)."),
     bias_correction: bool = typer.Option(True, help="INT8: correct the convolutions' biases so each channel's mean on the calibration images matches FP32."),
 ) -> None:
     """Export a run's checkpoint to ONNX: preprocessing inside, manifest attached, parity recorded.
@@ -67,13 +68,14 @@ def export_cmd(
 
 
 def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=None, min_agreement: float = 0.99,
-                      max_float_units: int = 8, bias_correction: bool = True) -> None:
-    from ..export.precision import precision_onnx_from_onnx
+                      max_float_units: int | None = None, bias_correction: bool = True) -> None:
+    from ..export.precision import MAX_FLOAT_UNITS, precision_onnx_from_onnx
 
     console.print(f"[bold cyan]{precision.upper()}[/] from {escape(str(fp32_path))}, checked against FP32 on held-out images")
     with ProgressView() as prog:
         r = precision_onnx_from_onnx(fp32_path, precision, out, calib, eval_data, progress=prog,
-                                     min_agreement=min_agreement, max_float=max_float_units,
+                                     min_agreement=min_agreement,
+                                     max_float=MAX_FLOAT_UNITS if max_float_units is None else max_float_units,
                                      bias_correction=bias_correction)
     f = r.fidelity
     console.print(f"[bold green]wrote[/] {escape(str(r.path))}: accuracy {f.accuracy:.3f} vs FP32 {f.fp32_accuracy:.3f} "
