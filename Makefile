@@ -34,8 +34,8 @@ demo: install
 	@# Explicit-precision ONNX for TensorRT, made and checked on this CPU against FP32 on the run's
 	@# held-out split: FP16 (budget 0.5 pt) and symmetric Q/DQ INT8 (budget 1 pt).
 	$(BIN)/edgecrack export runs/deck --precision fp16
-	@# INT8 keeps its most sensitive backbone units float until it agrees with FP32 (>= 99 %, within
-	@# 1 pt); otherwise nothing is written, the numbers are printed and the demo goes on.
+	@# INT8 keeps the first backbone units (or the most sensitive ones) float until it agrees with FP32
+	@# (>= 99 %, within 1 pt); otherwise nothing is written, the numbers are printed and the demo goes on.
 	-$(BIN)/edgecrack export runs/deck --precision int8
 	@# onnxruntime CPU INT8: written only if within 1 pt, >= 99 % agreement and >= 1.2x faster here.
 	-$(BIN)/edgecrack build-engine runs/deck --precision int8 --target cpu

@@ -191,7 +191,7 @@ def main() -> None:
             cpu, cpu_verdict = [res.fp32, *res.candidates], f"written: {res.chosen.name}"
             cpu_mixed = res.manifest.extra.get("mixed_precision")
         except QuantizeRefused as e:
-            cpu_mixed = None
+            cpu_mixed = next(iter(e.mixed_precision.values()), None)
             cpu, cpu_verdict = [e.fp32, *e.candidates], ("refused: no candidate within 1 point, >= 99 % top-1 "
                                                          "agreement and >= 1.2x faster at batch 1")
     macs = unit_macs(m.backbone, m.input.height, m.input.width, m.head.get("backbone_units"))
@@ -227,7 +227,7 @@ def main() -> None:
               f"{r['verdict']} |" for r in cpu_rows]
     if cpu_mixed:
         share = sum(macs.get(u, 0) for u in cpu_mixed["float_units"]) / sum(macs.values())
-        lines += ["", f"Float units of the written CPU model: {', '.join(cpu_mixed['float_units']) or 'none'} "
+        lines += ["", f"Float units of the CPU mixed candidate: {', '.join(cpu_mixed['float_units']) or 'none'} "
                   f"({share * 100:.0f} % of the trunk's multiply-accumulates); its search:", "",
                   "| units float | set | units | search-set agreement | mean logit shift | fast enough |",
                   "|---|---|---|---|---|---|"]

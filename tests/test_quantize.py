@@ -81,6 +81,9 @@ def test_int8_is_written_only_when_it_is_a_win_on_this_cpu(better_run, split_dec
         assert e.fp32.accuracy > 0.75 and names[:2] == ["qdq-u8s8", "qop-u8s8"] and len(names) <= 3
         # a third candidate is the fastest format with its most sensitive backbone units kept float
         assert all(n.split("+")[0] in names[:2] and n.endswith("+mixed") for n in names[2:])
+        # the refusal keeps the search behind that candidate: which units it tried float and what each scored
+        assert set(e.mixed_precision) == set(names[2:])
+        assert all(r["steps"][0]["set"] == "all int8" for r in e.mixed_precision.values())
         assert int8_isa().summary in e.message and "agreement" in e.message and "nothing was written" in e.message.lower()
         assert all(c.verdict != "ok" for c in e.candidates)
         for c in e.candidates:

@@ -24,7 +24,7 @@ A candidate reaches the target when its top-1 agreement with FP32 does and, wher
 passes ``fast_enough`` (the CPU path: its speed-up gate), it is fast enough: float islands in
 the middle of the trunk cost a conversion on each side. If none reaches it, the best agreement
 among the fast enough candidates is kept; ties, which a search set of 160 images makes common
-(one image is 0.6 %), go to the smaller mean logit shift, the continuous measure of the same error.
+(one image is 0.6 %), go to the earlier candidate: fewer float units, a prefix before an island.
 
 The held-out check that decides whether the artifact is written happens afterwards, on other
 images (:mod:`edgecrack.export.precision`, :mod:`edgecrack.export.quantize`).
@@ -127,7 +127,7 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
 
     Returns:
         The first model reaching ``target``; if none does within ``max_float``, the fast enough one
-        with the highest agreement (ties: the smaller logit shift). The caller's held-out gate decides.
+        with the highest agreement (ties: the earlier). The caller's held-out gate decides.
     """
     say = progress or (lambda *_: None)
     done = finish or (lambda b: b)
@@ -151,9 +151,8 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
                 "logit_shift": round(score.mean_logit_shift, 4)}
         if fast_enough is not None:
             step["fast_enough"] = quick
-        better = best is None or (quick and not best_fast) or (quick == best_fast and (
-            round(score.top1_agreement, 6), -score.mean_logit_shift) > (
-            round(best.score.top1_agreement, 6), -best.score.mean_logit_shift))
+        better = best is None or (quick and not best_fast) or (
+            quick == best_fast and score.top1_agreement > best.score.top1_agreement + 1e-9)
         if best is None:
             best = MixedResult(blob, keep, score, units=len(units))
         elif better:

@@ -343,7 +343,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             f"{cfg.accuracy_budget * 100:.1f} points, top-1 agreement >= {cfg.min_agreement * 100:.0f} %, "
             f">= x{cfg.min_speedup:.2f}. Nothing was written",
             "keep the FP32 model.onnx on this CPU; on a GPU use the TensorRT Q/DQ model (edgecrack export RUN "
-            "--precision int8)", fp32=fp32, candidates=results)
+            "--precision int8)", fp32=fp32, candidates=results, mixed_precision=mixed_records)
     chosen = max(ok, key=lambda c: c.speedup(fp32, cfg.select_batch))
     fmt, act, wt = QUANT_FORMATS[chosen.name.split("+")[0]]
     extra = {
@@ -487,7 +487,10 @@ def _verdict(c: Candidate, fp32: Candidate, cfg: QuantizeConfig) -> str:
 class QuantizeRefused(ArtifactError):
     """No INT8 candidate is a win; carries the measurements for reports and tests."""
 
-    def __init__(self, message: str, hint: str, fp32: Candidate, candidates: list[Candidate]):
+    def __init__(self, message: str, hint: str, fp32: Candidate, candidates: list[Candidate],
+                 mixed_precision: dict[str, dict] | None = None):
         super().__init__(message, hint)
         self.fp32 = fp32
         self.candidates = candidates
+        #: The mixed-precision search behind each ``<format>+mixed`` candidate, by candidate name.
+        self.mixed_precision = mixed_precision or {}
