@@ -269,6 +269,24 @@ def test_search_passes_over_candidates_too_slow():
     assert mixed.search(units, quantize, agreement, target=0.95, max_float=3).float_units == ["u0", "u3"]
 
 
+def test_search_target_allows_one_search_image():
+    """The search screens on ~160 images: one disagreement more than the target allows still reaches
+    it (at 99 % one image is within one binomial standard error); two more do not. Without an image
+    count the target is exact."""
+    from edgecrack.export import mixed
+
+    assert mixed.Score(158 / 160, 0.1, 160).reaches(0.99)  # 2 disagreements, 1 allowed + 1
+    assert not mixed.Score(157 / 160, 0.1, 160).reaches(0.99)
+    assert mixed.Score(1.0, 0.0, 50).reaches(1.0) and mixed.Score(49 / 50, 0.1, 50).reaches(1.0)
+    assert not mixed.Score(48 / 50, 0.1, 50).reaches(1.0)
+    assert not mixed.Score(158 / 160, 0.1).reaches(0.99) and mixed.Score(0.99, 0.1).reaches(0.99)
+    p0 = np.tile([[0.2, 0.8]], (160, 1))
+    p = p0.copy()
+    p[:2] = [0.9, 0.1]  # two decisions flipped of 160
+    s = mixed.score(p, p0, positive_index=1)
+    assert s.images == 160 and s.top1_agreement == pytest.approx(158 / 160) and s.reaches(0.99)
+
+
 def test_search_score_is_agreement_and_logit_shift():
     """The search's score: top-1 agreement from edgecrack.compare, mean |shift| of the positive logit."""
     from edgecrack.export import mixed
@@ -278,4 +296,4 @@ def test_search_score_is_agreement_and_logit_shift():
     s = mixed.score(p, p0, positive_index=0)
     assert s.top1_agreement == 0.5
     assert s.mean_logit_shift == pytest.approx((np.log(9) + 2 * np.log(1.5)) / 2)
-    assert mixed.score(p0, p0, 0) == mixed.Score(1.0, 0.0)
+    assert mixed.score(p0, p0, 0) == mixed.Score(1.0, 0.0, 2)

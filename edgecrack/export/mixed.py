@@ -20,7 +20,8 @@ The search, per backbone unit (the stem, each MBConv block, the head convolution
    correction per unit would cost more than the whole search), then keep the k most sensitive
    units float for the same k until the target is reached.
 
-A candidate reaches the target when its top-1 agreement with FP32 does and, where the caller
+A candidate reaches the target when its top-1 agreement with FP32 does, within one search image
+(:meth:`Score.reaches`: the search screens, the held-out check decides), and, where the caller
 passes ``fast_enough`` (the CPU path: its speed-up gate), it is fast enough: float islands in
 the middle of the trunk cost a conversion on each side. If none reaches it, the best agreement
 among the fast enough candidates is kept; ties, which a search set of 160 images makes common
@@ -51,10 +52,24 @@ Scorer = Callable[[bytes], "Score"]
 
 @dataclass
 class Score:
-    """A quantized model's decisions against FP32's on the search images."""
+    """A quantized model's decisions against FP32's on the search images (``images`` of them; 0: unknown)."""
 
     top1_agreement: float
     mean_logit_shift: float
+    images: int = 0
+
+    def reaches(self, target: float) -> bool:
+        """Whether the agreement reaches ``target`` within one search image: at most one disagreement
+        more than ``target`` allows (160 images at 99 %: 2 instead of 1). The search images screen,
+        the held-out images decide; at 99 % on 160 images one binomial standard error is 1.3 images,
+        so a one-image difference says nothing, and without the slack the search passed over the
+        first 3 units float of the default (98.8 %) for an island of 6 (100.0 %) that then agreed on
+        98.3 % of the held-out images at x1.12, where the 3 units agreed on 100.0 % at x1.38
+        (``benchmarks/int8/int8.md`` as of commit 8c432b1)."""
+        if self.images <= 0:
+            return self.top1_agreement >= target - 1e-9
+        allowed = int(np.floor((1 - target) * self.images + 1e-9)) + 1
+        return int(round((1 - self.top1_agreement) * self.images)) <= allowed
 
 
 @dataclass
@@ -105,7 +120,7 @@ def logit_shift(p: np.ndarray, p0: np.ndarray, positive_index: int) -> float:
 def score(p: np.ndarray, p0: np.ndarray, positive_index: int) -> Score:
     """A model's probabilities ``p`` against FP32's ``p0`` on the search images: top-1 agreement
     (:func:`edgecrack.compare.compare_probs`) and the mean positive-logit shift."""
-    return Score(compare_probs(p, p0).top1_agreement, logit_shift(p, p0, positive_index))
+    return Score(compare_probs(p, p0).top1_agreement, logit_shift(p, p0, positive_index), len(p))
 
 
 def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, target: float,
@@ -159,7 +174,7 @@ def search(units: dict[str, list[str]], quantize: Quantize, agreement: Scorer, t
             best.blob, best.float_units, best.score = blob, keep, score
         best_fast = quick if better else best_fast
         best.steps.append(step)
-        return quick and score.top1_agreement >= target - 1e-9
+        return quick and score.reaches(target)
 
     if attempt("all int8", []) or max_float <= 0 or len(units) < 2:
         return best
