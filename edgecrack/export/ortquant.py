@@ -35,8 +35,7 @@ def session(model: bytes | Path, threads: int | None = None, reference: bool = F
     """onnxruntime CPU session; ``reference`` runs Q/DQ as written (no fused integer kernels).
 
     Its worker threads do not spin-wait between calls: an export measures several sessions in turn,
-    and one session's spinning threads take the cores from the next one's timed calls (on the 2-core
-    build box the same FP32 model timed 6.2-9.6 ms with spinning, 6.4-6.6 ms without).
+    and one session's spinning threads take the cores from the next one's timed calls.
     """
     import onnxruntime as ort
 
