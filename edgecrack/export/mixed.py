@@ -1,11 +1,12 @@
 """Mixed precision: which backbone units stay float so an INT8 model decides as FP32 does.
 
 An INT8 model's error is not spread evenly. On the 224 px deck default (13 Lite0 units;
-TensorRT-style symmetric Q/DQ, 160 search images; ``benchmarks/int8/int8.json``), quantizing one
-backbone unit alone moved the cracked logit by 0.03-0.12 on average for 9 of the 13 units, but by
-0.84 for the stem and the first block each; the fully quantized, bias-corrected model moved it by
-0.29 and agreed with FP32 on 95.6 % of the images. Keeping a few units float recovers the rest of
-the agreement at part of the INT8 speed: that is the trade this module measures.
+TensorRT-style symmetric Q/DQ, 160 search images; ``benchmarks/int8/int8.json`` as of commit
+ba2456d), quantizing one backbone unit alone moved the cracked logit by 0.03-0.12 on average for 9
+of the 13 units, but by 0.84 for the stem and the first block each; the fully quantized,
+bias-corrected model moved it by 0.29 and agreed with FP32 on 95.6 % of the images. Keeping a few
+units float recovers the rest of the agreement at part of the INT8 speed: that is the trade this
+module measures.
 
 The search, per backbone unit (the stem, each MBConv block, the head convolution):
 
