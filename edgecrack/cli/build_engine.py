@@ -98,6 +98,10 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
                   f"{res.fp32.accuracy:.3f} ({d['accuracy_points']:+.1f} pts), top-1 agreement "
                   f"{d['top1_agreement'] * 100:.1f} %, speed x{d['speedup_batch1']:.2f} at batch 1, "
                   f"x{d['speedup_batch8']:.2f} at batch 8")
+    mp = res.manifest.extra.get("mixed_precision")
+    if mp and mp.get("float_units"):
+        console.print(f"  kept float: {escape(', '.join(mp['float_units']))} ({len(mp['float_units'])} of {mp['units']} "
+                      "backbone units; speed-ups against FP32 timed in alternating rounds)")
     console.print(f"  calibration: {escape(str(res.calibration))}")
 
 
