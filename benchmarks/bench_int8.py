@@ -13,7 +13,7 @@ run's held-out split (validation + test), calibrated on 64 images of its trainin
   backbone units kept float by the mixed-precision search (what ``edgecrack export --precision int8``
   writes);
 - the CPU path's bias-corrected qdq-u8s8 graph with the first 0-4 backbone units float (agreement,
-  speed-up timed against FP32 in alternating rounds), and onnxruntime's kernel time per backbone unit
+  speed-up timed against FP32 in alternating blocks), and onnxruntime's kernel time per backbone unit
   for FP32 and all-INT8 (profiler);
 - ``edgecrack build-engine --target cpu --precision int8``'s candidates (latency, agreement, verdict;
   speed-ups against FP32 timed alongside each).
@@ -158,7 +158,7 @@ def main() -> None:
                          "seconds": round(time.perf_counter() - t0, 1), **asdict(f)})
             mixed = record if max_float else mixed
         # onnxruntime CPU: the bias-corrected qdq-u8s8 graph as the CPU path builds it, with the first k
-        # units float, timed against FP32 in alternating rounds; kernel time per unit from the profiler
+        # units float, timed against FP32 in alternating blocks; kernel time per unit from the profiler
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from edgecrack.export.ortquant import CalibrationReader
@@ -234,8 +234,8 @@ def main() -> None:
         lines += [f"| {s['float_units']} | {s['set']} | {', '.join(s['units'])} | {s['agreement'] * 100:.1f} % | "
                   f"{s['logit_shift']:.3f} | {'yes' if s.get('fast_enough', True) else 'no'} |" for s in cpu_mixed["steps"]]
     lines += ["", "onnxruntime CPU, bias-corrected qdq-u8s8 (the CPU path's graph) with the first k backbone units "
-              f"float; held-out {where}; batch-1 latency timed against FP32 in 8 alternating rounds (least round "
-              "median of each side):", "",
+              f"float; held-out {where}; batch-1 latency timed against FP32 in 8 alternating blocks each (median "
+              "of each side):", "",
               "| first units float | top-1 agreement | Δ points | FP32 | INT8 | speed-up |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['float_units']} | {r['top1_agreement'] * 100:.1f} % | {r['accuracy_delta_points']:+.1f} | "
               f"{r['fp32_ms']:.2f} ms | {r['int8_ms']:.2f} ms | x{r['speedup']:.2f} |" for r in prefix_rows]

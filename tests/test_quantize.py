@@ -189,7 +189,7 @@ def test_mixed_retry_starts_from_the_format_that_agrees_best():
 
 
 def test_speedup_is_judged_against_fp32_timed_alongside(trained_onnx):
-    """A candidate's speed-up divides the FP32 time measured in the same alternating rounds, not the
+    """A candidate's speed-up divides the FP32 time measured in the same alternating blocks, not the
     FP32 time measured minutes earlier; export-time sessions do not spin-wait (one session's spinning
     threads would be timed in the next one's calls)."""
     from edgecrack.export.ortquant import session

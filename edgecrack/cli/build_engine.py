@@ -101,7 +101,7 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
     mp = res.manifest.extra.get("mixed_precision")
     if mp and mp.get("float_units"):
         console.print(f"  kept float: {escape(', '.join(mp['float_units']))} ({len(mp['float_units'])} of {mp['units']} "
-                      "backbone units; speed-ups against FP32 timed in alternating rounds)")
+                      "backbone units; speed-ups against FP32 timed in alternating blocks)")
     console.print(f"  calibration: {escape(str(res.calibration))}")
 
 

@@ -50,7 +50,7 @@ QUANT_FORMATS = {
 }
 DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
-#: Alternating FP32/INT8 timing rounds per speed-up measurement (:func:`paired_latency_ms`).
+#: Alternating FP32/INT8 timing blocks per speed-up measurement (:func:`paired_latency_ms`).
 ROUNDS = 4
 
 
@@ -167,49 +167,37 @@ def _validate(cfg: QuantizeConfig) -> None:
         raise ConfigError(f"--select-batch must be 1 or 8, got {cfg.select_batch}")
 
 
-def _timed_ms(sess, xb: np.ndarray, input_name: str, runs: int) -> float:
-    """Median wall time of ``runs`` calls of ``sess`` on ``xb``."""
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {input_name: xb})
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts) * 1e3)
-
-
 def _runs(batch: int, runs: int) -> int:
     return max(3, runs if batch == 1 else runs // 4)
 
 
 def _latency_ms(sess, x: np.ndarray, input_name: str, batch: int, runs: int) -> float:
     """Median wall time of one ``sess`` call on the first ``batch`` images, after 3 warm-up calls."""
-    xb = np.ascontiguousarray(x[:batch])
-    for _ in range(3):
-        sess.run(None, {input_name: xb})
-    return _timed_ms(sess, xb, input_name, _runs(batch, runs))
+    from ..bench.timing import LoopBudget, timed_loop
+
+    feeds = {input_name: np.ascontiguousarray(x[:batch])}
+    samples, _, _ = timed_loop(lambda _k: sess.run(None, feeds), LoopBudget(warmup=3, iterations=_runs(batch, runs)))
+    return float(np.median(samples))
 
 
 def paired_latency_ms(ref, sess, x: np.ndarray, input_name: str, batch: int, runs: int,
                       rounds: int = ROUNDS) -> tuple[float, float]:
-    """Latency of ``ref`` (FP32) and ``sess`` at ``batch``, timed in alternating rounds: each side's
-    least round median. On a shared or throttling host the load drifts between one measurement and
-    the next by more than INT8 and FP32 differ; rounds that alternate see the same machine, and the
-    least median is the one least disturbed by it. Each round starts with two untimed calls: the
-    other session's worker threads spin on for a while after its last call and would be timed too."""
-    xb = np.ascontiguousarray(x[:batch])
-    per = max(3, _runs(batch, runs) // rounds)
-    a, b = [], []
-    for _ in range(rounds):
-        for s, out in ((ref, a), (sess, b)):
-            for _ in range(2):
-                s.run(None, {input_name: xb})
-            out.append(_timed_ms(s, xb, input_name, per))
-    return min(a), min(b)
+    """Median latency of ``ref`` (FP32) and ``sess`` at ``batch``, timed in ``rounds`` alternating
+    blocks each (:func:`edgecrack.bench.timing.interleaved`). On a shared or throttling host the load
+    drifts between one measurement and the next by more than INT8 and FP32 differ; blocks that
+    alternate see the same machine."""
+    from ..bench.timing import LoopBudget, interleaved
+
+    feeds = {input_name: np.ascontiguousarray(x[:batch])}
+    n = _runs(batch, runs)
+    stats, _ = interleaved({"fp32": lambda: ref.run(None, feeds), "other": lambda: sess.run(None, feeds)},
+                           LoopBudget(warmup=3, iterations=n), block=max(1, n // rounds))
+    return stats["fp32"].p50_ms, stats["other"].p50_ms
 
 
 def _measure(sess, x: np.ndarray, input_name: str, runs: int, ref=None) -> tuple[np.ndarray, dict, dict]:
     """Probabilities on ``x`` and batch-1 and batch-8 latency; with ``ref`` (the FP32 session), both
-    sides timed in alternating rounds (:func:`paired_latency_ms`), whose FP32 times come third."""
+    sides timed in alternating blocks (:func:`paired_latency_ms`), whose FP32 times come third."""
     probs = probs_on(sess, x, BATCH, input_name)
     lat, ref_lat = {}, {}
     for b in (1, 8):
@@ -376,7 +364,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             "speedup_batch8": round(chosen.speedup(fp32, 8), 3),
         },
         "candidates": [asdict(c) for c in results],
-        "selected_by": f"highest batch-{key} speed-up over FP32 (timed in alternating rounds) within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
+        "selected_by": f"highest batch-{key} speed-up over FP32 (timed in alternating blocks) within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
                        f"top-1 agreement >= {cfg.min_agreement * 100:.0f} %, speed-up >= x{cfg.min_speedup:.2f}",
         "cpu": cpu_name(),
         "threads": cfg.threads,
