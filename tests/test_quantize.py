@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecrack.cli import app
-from edgecrack.errors import ConfigError
+from edgecrack.errors import ArtifactError, ConfigError
 from edgecrack.platform import int8_isa
 from edgecrack.export.ortquant import head_nodes, preprocessing_nodes
 from edgecrack.export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
@@ -164,7 +164,7 @@ def test_head_nodes_stop_at_last_conv(trained_onnx):
 def test_bad_options_and_wrong_input_are_clear(int8, trained_onnx):
     with pytest.raises(ConfigError, match="unknown INT8 format"):
         int8_from_onnx(trained_onnx, config=QuantizeConfig(formats=("fp4",)))
-    with pytest.raises(ConfigError, match="not an FP32 ONNX model"):
+    with pytest.raises(ConfigError, match="not an FP32 edgecrack ONNX model"):
         int8_from_onnx(int8.path, config=QuantizeConfig(calib=str(REPO / "calibration" / "deck")))
     r = CliRunner().invoke(app, ["build-engine", str(trained_onnx), "--precision", "int8", "--target", "cpu",
                                  "--calib", "/nonexistent/cal"])
@@ -205,3 +205,16 @@ def test_speedup_is_judged_against_fp32_timed_alongside(trained_onnx):
     a, b = paired_latency_ms(sess, sess, x, m.input_name, 1, runs=8, rounds=2)
     # the same session on both sides: the two least round medians agree within timer noise
     assert a > 0 and b > 0 and 0.5 < a / b < 2.0
+
+
+def test_cpu_int8_starts_from_fp32_only(trained_onnx, holdout_deck, tmp_path):
+    """An FP16 or Q/DQ export is an ONNX file of kind ``onnx`` too; quantizing it again would calibrate
+    a reduced-precision graph as if it were the reference. Refused before any work, naming the model."""
+    from edgecrack.export.precision import precision_onnx_from_onnx
+
+    fp16 = precision_onnx_from_onnx(trained_onnx, "fp16", tmp_path / "model.fp16.onnx", eval_data=holdout_deck).path
+    with pytest.raises(ConfigError, match="fp16 artifact, not an FP32 edgecrack ONNX model") as e:
+        int8_from_onnx(fp16, tmp_path / "x.int8.onnx", QuantizeConfig(calib=str(REPO / "calibration" / "deck")))
+    assert "model.onnx" in e.value.hint and not (tmp_path / "x.int8.onnx").exists()
+    with pytest.raises(ArtifactError, match="ONNX model not found"):
+        int8_from_onnx(tmp_path / "missing.onnx")

@@ -35,12 +35,12 @@ from ..calibration import CalibrationSource, load_calibration
 from ..compare import Fidelity, fidelity, probs_on
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
-from ..manifest import QDQ_TENSORRT, Manifest, read_manifest, write_manifest
+from ..manifest import QDQ_TENSORRT, Manifest, write_manifest
 from ..progress import Progress
 from . import mixed
 from .biascorrect import BiasCorrector
 from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
-from .run_images import calibration_for, eval_images_for, search_images_for
+from .run_images import calibration_for, eval_images_for, fp32_source, search_images_for
 
 BUDGETS = {"fp16": 0.005, "int8": 0.01}
 #: Most backbone units (of 13 in the default trunk, 18 in all of EfficientNet-Lite0) the Q/DQ search keeps
@@ -131,11 +131,7 @@ def precision_onnx_from_onnx(onnx_path: str | Path, precision: str, out_path: st
     if precision not in BUDGETS:
         raise ConfigError(f"--precision {precision!r} is not an ONNX precision", "use fp16 or int8 (fp32 is model.onnx)")
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ArtifactError(f"ONNX model not found: {onnx_path}", "export it first: edgecrack export RUN")
-    m = read_manifest(onnx_path)
-    if m.kind != "onnx" or m.extra.get("precision", "fp32") != "fp32":
-        raise ConfigError(f"{onnx_path} is not an FP32 edgecrack ONNX model", "pass the run's model.onnx")
+    m = fp32_source(onnx_path)
     budget = BUDGETS[precision] if budget is None else budget
     say = progress or (lambda *_: None)
     t0 = time.perf_counter()

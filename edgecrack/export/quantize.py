@@ -34,12 +34,12 @@ import numpy as np
 from ..compare import Agreement, compare_probs, probs_on
 from ..errors import ArtifactError, BackendUnavailable, ConfigError
 from ..io import atomic_write_bytes
-from ..manifest import Manifest, read_manifest, write_manifest
+from ..manifest import Manifest, write_manifest
 from ..progress import Progress
 from . import mixed
 from .biascorrect import BiasCorrector
 from .ortquant import BATCH, CalibrationReader, float_nodes, quiet_root_logger, search_scorer, session
-from .run_images import calibration_for, eval_images_for, search_images_for
+from .run_images import calibration_for, eval_images_for, fp32_source, search_images_for
 
 #: Candidate formats: name -> (QuantFormat, activation type, weight type).
 QUANT_FORMATS = {
@@ -230,12 +230,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
     cfg = config or QuantizeConfig()
     _validate(cfg)
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ArtifactError(f"ONNX model not found: {onnx_path}", "export it first: edgecrack export <run folder>")
-    manifest = read_manifest(onnx_path)
-    if manifest.kind != "onnx":
-        raise ConfigError(f"{onnx_path} is a {manifest.kind!r} artifact, not an FP32 ONNX model",
-                          "quantize the run's model.onnx")
+    manifest = fp32_source(onnx_path)
     try:
         import onnx
         import onnxruntime as ort

@@ -1,4 +1,4 @@
-"""The run's own images for a reduced-precision export: calibration, search and held-out sets.
+"""The run's own FP32 model and images for a reduced-precision export: calibration, search and held-out sets.
 
 Both INT8 paths (:mod:`edgecrack.export.precision` for TensorRT Q/DQ and FP16,
 :mod:`edgecrack.export.quantize` for onnxruntime CPU INT8) draw them here, so they calibrate,
@@ -9,7 +9,8 @@ search and judge on the same images:
 - :func:`search_images_for`: training images outside the calibration set, which the
   mixed-precision search scores models on (:mod:`edgecrack.export.mixed`);
 - :func:`eval_images_for`: labelled held-out images (``--eval-data``, else the run's validation
-  + test split) minus any calibration image, for the accuracy and agreement gates.
+  + test split) minus any calibration image, for the accuracy and agreement gates;
+- :func:`fp32_source`: the FP32 model both start from, refused when it is another artifact.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import CalibrationSource, calibration_hash, load_calibration
-from ..errors import DatasetError
-from ..manifest import Manifest
+from ..errors import ArtifactError, ConfigError, DatasetError
+from ..manifest import Manifest, read_manifest
 
 CALIBRATION_IMAGES = 64
 #: Training images (outside the calibration set) the mixed-precision search is scored on.
@@ -112,3 +113,24 @@ def eval_images_for(onnx_path: Path, eval_data: str | Path | None, manifest: Man
         except ImageDecodeError:
             continue
     return f"{len(ys)} images, {where}", preprocess(imgs, manifest.input), np.array(ys)
+
+
+def fp32_source(onnx_path: Path) -> Manifest:
+    """The manifest of the FP32 edgecrack ONNX model a reduced-precision export starts from.
+
+    An FP16 or Q/DQ export is an ONNX model (kind ``onnx``) too, and an onnxruntime INT8 model is
+    one file name away: made again from one of them, an artifact would be checked against a
+    reduced-precision reference as if it were FP32.
+
+    Raises:
+        ArtifactError: No such file.
+        ConfigError: Another kind of artifact, named with what it is.
+    """
+    if not onnx_path.is_file():
+        raise ArtifactError(f"ONNX model not found: {onnx_path}", "export it first: edgecrack export RUN")
+    m = read_manifest(onnx_path)
+    if m.kind != "onnx" or m.extra.get("precision", "fp32") != "fp32":
+        what = m.extra.get("precision") if m.kind == "onnx" else repr(m.kind)
+        raise ConfigError(f"{onnx_path} is a {what} artifact, not an FP32 edgecrack ONNX model",
+                          "pass the run's model.onnx (or the run folder)")
+    return m
