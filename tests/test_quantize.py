@@ -218,3 +218,21 @@ def test_cpu_int8_starts_from_fp32_only(trained_onnx, holdout_deck, tmp_path):
     assert "model.onnx" in e.value.hint and not (tmp_path / "x.int8.onnx").exists()
     with pytest.raises(ArtifactError, match="ONNX model not found"):
         int8_from_onnx(tmp_path / "missing.onnx")
+
+
+def test_int8_table_shows_speedups_timed_alongside():
+    """build-engine's table divides each candidate's time by the FP32 time measured beside it (not
+    by FP32's own earlier loop), and says so."""
+    from rich.console import Console
+
+    from edgecrack.cli.build_engine import int8_table
+    from edgecrack.export.quantize import Candidate
+
+    fp32 = Candidate("fp32", 0.9, {"1": 10.0, "8": 80.0}, size_bytes=4_000_000)
+    c = Candidate("qdq-u8s8+mixed", 0.9, {"1": 5.0, "8": 40.0}, fp32_latency_ms={"1": 6.5, "8": 52.0},
+                  size_bytes=1_000_000)
+    con = Console(width=200, record=True)
+    con.print(int8_table(fp32, [c], c.name, "INT8 formats vs FP32"))
+    out = con.export_text()
+    row = next(line for line in out.splitlines() if "qdq-u8s8+mixed" in line)
+    assert "1.30" in row and "2.00" not in row and "alternating blocks" in out

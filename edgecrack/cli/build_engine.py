@@ -107,7 +107,8 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
 
 def int8_table(fp32, candidates, chosen: str, title: str) -> Table:
     """FP32 and each INT8 candidate: accuracy, delta, agreement, latency at batch 1 and 8."""
-    t = Table(title=title)
+    t = Table(title=title, caption="speed: FP32 latency over the candidate's, both timed in alternating blocks "
+                                   "beside each other (ms columns: each timed on its own)")
     for col in ("model", "accuracy", "Δ pts", "agree", "b1 ms", "b8 ms", "speed b1", "speed b8", "size MB"):
         t.add_column(col, justify="left" if col == "model" else "right")
     t.add_row("fp32", f"{fp32.accuracy:.3f}", "-", "-", f"{fp32.latency_ms['1']:.1f}", f"{fp32.latency_ms['8']:.1f}",
