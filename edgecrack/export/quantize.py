@@ -3,7 +3,7 @@
 INT8 is a trade, not a free win: depending on the CPU (VNNI/AMX or not) and the format,
 a quantized EfficientNet-Lite0 is several times faster or several times *slower* than FP32.
 So this module measures instead of assuming: it quantizes the model in each candidate format
-with the same calibration images, measures latency (batch 1 and 8, in rounds alternating with
+with the same calibration images, measures latency (batch 1 and 8, in blocks alternating with
 FP32's so both see the same load) and accuracy against FP32 on labelled held-out images, keeps
 the fastest format within the accuracy budget, and records every candidate's numbers in the INT8
 manifest.
@@ -127,8 +127,8 @@ class Candidate:
                    max_abs_diff=vs_fp32.max_abs_diff, mean_abs_diff=vs_fp32.mean_abs_diff, **kw)
 
     def speedup(self, ref: "Candidate", batch: int) -> float:
-        """FP32 latency over this candidate's, both timed in the same rounds where measured so
-        (``fp32_latency_ms``), else against ``ref``'s own measurement."""
+        """FP32 latency over this candidate's, both timed in the same alternating blocks where
+        measured so (``fp32_latency_ms``), else against ``ref``'s own measurement."""
         b = str(batch)
         return self.fp32_latency_ms.get(b, ref.latency_ms[b]) / self.latency_ms[b]
 
