@@ -79,19 +79,13 @@ def bare_lite0() -> bytes:
 
 
 def interleaved_ms(sessions: dict, feeds: dict, rounds: int = 15, reps: int = 10) -> dict:
-    """Median batch-1 latency of each session, measured in alternating rounds (shared-machine noise
-    hits all of them alike)."""
-    times = {k: [] for k in sessions}
-    for s, f in zip(sessions.values(), feeds.values()):
-        for _ in range(5):
-            s.run(None, f)
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                s.run(None, feeds[k])
-            times[k].append((time.perf_counter() - t0) / reps * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    """Median batch-1 latency of each session, measured in alternating blocks of ``reps`` calls
+    (shared-machine noise hits all of them alike): :func:`edgecrack.bench.timing.interleaved`."""
+    from edgecrack.bench.timing import LoopBudget, interleaved
+
+    loops = {k: (lambda s=s, f=feeds[k]: s.run(None, f)) for k, s in sessions.items()}
+    stats, _ = interleaved(loops, LoopBudget(warmup=5, iterations=rounds * reps), block=reps)
+    return {k: st.p50_ms for k, st in stats.items()}
 
 
 def measure(name: str, over: dict, tmp: Path, threads: int, do_cv: bool, folds: int) -> dict:
@@ -153,7 +147,7 @@ def markdown(rep: dict) -> str:
              f"INT8 settings: {rep['int8_isa']}. Date {rep['date']}.", "",
              "CV: 5-fold stratified on the bundled 400 images (std ~0.045: differences under ~3 points are noise). "
              "Held-out: validation + test images of one default-split run. Latency: batch 1, median of interleaved "
-             "rounds; 'vs bare' divides by a bare EfficientNet-Lite0 224 forward pass timed alongside (budget <= 1.15x). "
+             "blocks of 10 calls (rows measured before 2026-12-01 11:40: median of 15 interleaved rounds' means); 'vs bare' divides by a bare EfficientNet-Lite0 224 forward pass timed alongside (budget <= 1.15x). "
              "Rows measured on different dates ran under different load on a shared machine; the ratio to the bare "
              "pass, timed in the same run, is the comparable number.",
              "", "| candidate | CV accuracy | held-out acc. | b1 ms | vs bare Lite0 | CPU INT8 speed-up | CPU INT8 "
