@@ -161,8 +161,7 @@ def main() -> None:
         # units float, timed against FP32 in alternating blocks; kernel time per unit from the profiler
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from edgecrack.export.ortquant import CalibrationReader
-        from edgecrack.export.quantize import paired_latency_ms
+        from edgecrack.export.quantize import _quantize_static, paired_latency_ms
 
         cpu_pre = tmp / "cpu-pre.onnx"
         quant_pre_process(str(pre), str(cpu_pre), skip_symbolic_shape=False)
@@ -172,12 +171,11 @@ def main() -> None:
         prefix_rows, int8_all = [], None
         for k in (0, 1, 2, 3, 4):
             floats = [n.name for n in cpu_base.graph.node if any(n.name.startswith(f"/trunk/trunk.{i}/") for i in range(k))]
-            q = tmp / f"cpu-prefix{k}.onnx"
-            quantize_static(str(cpu_pre), str(q), CalibrationReader(cal, m), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            reduce_range=int8_isa().reduce_range, nodes_to_exclude=float_nodes(cpu_base) + floats,
-                            calibrate_method=CalibrationMethod.MinMax, extra_options={"CalibMovingAverage": True})
-            blob = fix(q.read_bytes())
+            # the CPU path's own quantizer call, with its default settings; ranges calibrated once
+            blob = fix(_quantize_static(cpu_pre, tmp / f"cpu-prefix{k}.onnx", "qdq-u8s8", cal, m, QuantizeConfig(),
+                                        int8_isa().reduce_range, CalibrationMethod.MinMax,
+                                        {"CalibMovingAverage": True}, float_nodes(cpu_base) + floats,
+                                        tmp / "cpu-ranges.json"))
             int8_all = blob if k == 0 else int8_all
             sess = session(blob)
             f = fidelity(probs_on(sess, x, BATCH, m.input_name), p0, y, m)

@@ -48,7 +48,6 @@ BUDGETS = {"fp16": 0.005, "int8": 0.01}
 #: and the search's stopping point on 160 images moves by one image: uncapped, it stopped at the first 6
 #: units of the default (43 % of the trunk's multiply-accumulates) for 99.2 % held-out agreement where 3
 #: units (19 %) had given 100.0 % (``benchmarks/int8/int8.md`` as of commits 8704260 and ba2456d).
-#: 4 units are 29 % of the default trunk.
 MAX_FLOAT_UNITS = 4
 
 

@@ -359,7 +359,8 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
             "speedup_batch8": round(chosen.speedup(fp32, 8), 3),
         },
         "candidates": [asdict(c) for c in results],
-        "selected_by": f"highest batch-{key} speed-up over FP32 (timed in alternating blocks) within {cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
+        "selected_by": f"highest batch-{key} speed-up over FP32 (timed in alternating blocks) within "
+                       f"{cfg.accuracy_budget * 100:.1f} accuracy points of FP32, "
                        f"top-1 agreement >= {cfg.min_agreement * 100:.0f} %, speed-up >= x{cfg.min_speedup:.2f}",
         "cpu": cpu_name(),
         "threads": cfg.threads,
@@ -388,7 +389,7 @@ def mixed_base(results: list[Candidate], fp32: Candidate, cfg: QuantizeConfig) -
 
 
 def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manifest, x_eval, vs_fp32, method,
-                     extra_options, reduce_range, say, fix=None, sess0=None):
+                     extra_options, reduce_range, say, fix, sess0):
     """When formats are fast enough but disagree with FP32, keep backbone units of one of them
     (:func:`mixed_base`) float (:mod:`edgecrack.export.mixed`: a float prefix first, then the most
     sensitive units; candidates slower than the speed-up gate are passed over) and measure that model too.
@@ -418,8 +419,6 @@ def _mixed_candidate(results, fp32, cfg, onnx_path, pre, excluded, calib, manife
     b = cfg.select_batch
 
     def fast_enough(blob: bytes) -> bool:
-        if sess0 is None:
-            return True
         ref_ms, ms = paired_latency_ms(sess0, session(blob, cfg.threads), x_eval, manifest.input_name, b,
                                        cfg.latency_runs)
         return ref_ms / ms >= cfg.min_speedup
