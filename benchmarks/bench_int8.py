@@ -15,6 +15,8 @@ run's held-out split (validation + test), calibrated on 64 images of its trainin
 - the CPU path's bias-corrected qdq-u8s8 graph with the first 0-4 backbone units float (agreement,
   speed-up timed against FP32 in alternating blocks), and onnxruntime's kernel time per backbone unit
   for FP32 and all-INT8 (profiler);
+- the speed-up gate's own spread: one model's paired speed-up estimated 8 times with the CPU path's
+  former measurement (20 calls, 4 blocks) and with its current one;
 - ``edgecrack build-engine --target cpu --precision int8``'s candidates (latency, agreement, verdict;
   speed-ups against FP32 timed alongside each).
 """
@@ -31,6 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Float prefix whose speed-up the gate-spread table re-measures (the written model's, as of this report).
+GATE_UNITS = 3
 sys.path.insert(0, str(ROOT))
 
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -91,6 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "int8")
     a = ap.parse_args()
+    import numpy as np
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from edgecrack.platform import machine_summary
@@ -161,14 +166,14 @@ def main() -> None:
         # units float, timed against FP32 in alternating blocks; kernel time per unit from the profiler
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from edgecrack.export.quantize import _quantize_static, paired_latency_ms
+        from edgecrack.export.quantize import ROUNDS, _quantize_static, paired_latency_ms
 
         cpu_pre = tmp / "cpu-pre.onnx"
         quant_pre_process(str(pre), str(cpu_pre), skip_symbolic_shape=False)
         cpu_base = onnx.load(str(cpu_pre))
         fix = BiasCorrector(cpu_pre.read_bytes(), cal, m)
         fp32_sess = session(cpu_pre.read_bytes())
-        prefix_rows, int8_all = [], None
+        prefix_rows, int8_all, gate_model = [], None, None
         for k in (0, 1, 2, 3, 4):
             floats = [n.name for n in cpu_base.graph.node if any(n.name.startswith(f"/trunk/trunk.{i}/") for i in range(k))]
             # the CPU path's own quantizer call, with its default settings; ranges calibrated once
@@ -179,9 +184,17 @@ def main() -> None:
             int8_all = blob if k == 0 else int8_all
             sess = session(blob)
             f = fidelity(probs_on(sess, x, BATCH, m.input_name), p0, y, m)
-            ref_ms, ms = paired_latency_ms(fp32_sess, sess, x, m.input_name, 1, runs=40, rounds=8)
+            ref_ms, ms = paired_latency_ms(fp32_sess, sess, x, m.input_name, 1, QuantizeConfig().latency_runs)
             prefix_rows.append({"float_units": k, "fp32_ms": ref_ms, "int8_ms": ms, "speedup": ref_ms / ms,
                                 **asdict(f)})
+            gate_model = sess if k == GATE_UNITS else gate_model
+        # the speed-up gate's own spread: the same model's paired speed-up estimated repeatedly, with the
+        # measurement the CPU path used before (20 calls in 4 blocks) and with its current default
+        spread = {}
+        for runs, rounds, reps in ((20, 4, 8), (QuantizeConfig().latency_runs, ROUNDS, 8)):
+            spread[f"{runs} calls, {rounds} blocks"] = [
+                (lambda t: t[0] / t[1])(paired_latency_ms(fp32_sess, gate_model, x, m.input_name, 1, runs, rounds))
+                for _ in range(reps)]
         shape = (1, m.input.height, m.input.width, 3)
         kernel = {"fp32": unit_kernel_ms(cpu_pre.read_bytes(), shape), "int8": unit_kernel_ms(int8_all, shape)}
         try:
@@ -201,7 +214,8 @@ def main() -> None:
     rep = {"schema": "edgecrack.bench.int8/1", "machine": machine_summary(), "int8_isa": int8_isa().summary,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "eval": where, "rows": rows,
            "mixed_precision": mixed, "cpu_int8": {"outcome": cpu_verdict, "candidates": cpu_rows},
-           "cpu_float_prefix": prefix_rows, "cpu_kernel_ms_per_unit": kernel, "cpu_mixed_precision": cpu_mixed}
+           "cpu_float_prefix": prefix_rows, "cpu_kernel_ms_per_unit": kernel, "cpu_mixed_precision": cpu_mixed,
+           "cpu_gate_spread": {"float_units": GATE_UNITS, "speedups": spread}}
     lines = ["# INT8 and FP16 fidelity on this CPU", "",
              f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; {rep['int8_isa']}. "
              f"Default model, held-out: {where}. Date {rep['date']}.", "",
@@ -232,11 +246,16 @@ def main() -> None:
         lines += [f"| {s['float_units']} | {s['set']} | {', '.join(s['units'])} | {s['agreement'] * 100:.1f} % | "
                   f"{s['logit_shift']:.3f} | {'yes' if s.get('fast_enough', True) else 'no'} |" for s in cpu_mixed["steps"]]
     lines += ["", "onnxruntime CPU, bias-corrected qdq-u8s8 (the CPU path's graph) with the first k backbone units "
-              f"float; held-out {where}; batch-1 latency timed against FP32 in 8 alternating blocks each (median "
-              "of each side):", "",
+              f"float; held-out {where}; batch-1 latency timed against FP32 as the CPU path's gate times it "
+              f"({QuantizeConfig().latency_runs} calls a side in {ROUNDS} alternating blocks, median of each side):", "",
               "| first units float | top-1 agreement | Δ points | FP32 | INT8 | speed-up |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['float_units']} | {r['top1_agreement'] * 100:.1f} % | {r['accuracy_delta_points']:+.1f} | "
               f"{r['fp32_ms']:.2f} ms | {r['int8_ms']:.2f} ms | x{r['speedup']:.2f} |" for r in prefix_rows]
+    lines += ["", f"The speed-up gate's own spread: the CPU graph with the first {GATE_UNITS} units float, its "
+              "batch-1 speed-up over FP32 estimated 8 times in a row by `paired_latency_ms`:", "",
+              "| measurement | estimates | min | median | max |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {', '.join(f'x{v:.2f}' for v in vs)} | x{min(vs):.2f} | x{float(np.median(vs)):.2f} | "
+              f"x{max(vs):.2f} |" for k, vs in spread.items()]
     units = sorted((u for u in kernel["fp32"] if u != "other"), key=lambda u: int(u.split(".")[1])) + ["other"]
     lines += ["", "Kernel time per backbone unit at batch 1 (onnxruntime profiler, mean of 60 calls, all cores; "
               "'other' is the in-graph preprocessing, the head and layout changes):", "",
