@@ -152,11 +152,23 @@ def test_readiness_of_a_run_folder_judges_cpu_int8_models_by_the_input_rules_onl
                            opset_imports=[helper.make_opsetid("", 17)])
     for name in ("model.int8.onnx", "stray.onnx"):
         onnx.save(qc, str(run / name))
+    # a CPU INT8 model whose uint8 input goes into a Transpose breaks its contract all the same
+    u = helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 4, 4, 3])
+    t = helper.make_tensor_value_info("t", TensorProto.UINT8, [1, 3, 4, 4])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Transpose", ["images"], ["t"], perm=[0, 3, 1, 2],
+                                                                    name="tr")], "g", [u], [t]),
+                                opset_imports=[helper.make_opsetid("", 17)]), str(run / "bad.int8.onnx"))
     side = json.loads((run / "model.onnx.json").read_text())
-    (run / "model.int8.onnx.json").write_text(json.dumps({**side, "kind": "onnx-int8"}))
+    for name in ("model.int8.onnx", "bad.int8.onnx"):
+        (run / f"{name}.json").write_text(json.dumps({**side, "kind": "onnx-int8"}))
     res = {p.name: r for p, r in readiness_of_models(run).items()}
-    assert sorted(res) == ["model.int8.onnx", "model.onnx", "stray.onnx"]
-    assert res["model.onnx"].ok and res["model.int8.onnx"].ok
+    assert sorted(res) == ["bad.int8.onnx", "model.int8.onnx", "model.onnx", "stray.onnx"]
+    assert res["model.onnx"].ok and res["model.int8.onnx"].ok and not res["model.int8.onnx"].tensorrt_input
+    bad = res["bad.int8.onnx"]
+    assert not bad.ok and [str(f) for f in bad.findings] == [
+        "[uint8-cast] Transpose node tr: takes uint8 tensor 'images'; TensorRT accepts uint8 only as the direct input "
+        "of a Cast: cast first, then transpose/slice/normalise", "[uint8-cast] output t: graph outputs must not be uint8"]
+    assert bad.summary().startswith("onnxruntime CPU INT8, contract broken: 2 problem(s)")
     assert not res["stray.onnx"].ok and "ort-only-op" in {f.rule for f in res["stray.onnx"].findings}
     with pytest.raises(ArtifactError, match="no ONNX model at"):
         readiness_of_models(tmp_path / "empty")

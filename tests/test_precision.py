@@ -232,6 +232,10 @@ def test_search_stops_at_the_target_and_keeps_the_best():
     made.clear()
     pre = mixed.search(units, quantize, agreement, target=0.78, max_float=8)
     assert pre.float_units == ["u0", "u1"] and pre.sensitivity == [] and len(made) == 3
+    # the console says how the units were chosen, from the step that measured them
+    assert mixed.chosen_as(pre.record()) == "the first 2 units (a float prefix), 78.5 % agreement on the search images"
+    assert mixed.chosen_as(r.record()) == ("the 2 most sensitive units (one-in sensitivity), 91.0 % agreement on "
+                                           "the search images")
     none = mixed.search(units, quantize, agreement, target=0.9, max_float=0)
     assert none.float_units == [] and len(none.steps) == 1
     # ``finish`` (bias correction) runs on each scored candidate, not on the one-in probes

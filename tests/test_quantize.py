@@ -147,6 +147,19 @@ def test_int8_runs_on_onnxruntime_with_reason_for_tensorrt(int8):
     assert sel.backend.info()["precision"] == "int8"
 
 
+def test_doctor_passes_a_written_cpu_int8_model_by_its_contract(int8):
+    """``edgecrack doctor --model RUN`` (the demo runs it after build-engine) judged the onnxruntime INT8
+    model as a TensorRT input and failed on its own uint8 Q/DQ tensors (111 findings for the default).
+    It is not a TensorRT input: only its contract counts (uint8 input cast first, static H, W, C)."""
+    from edgecrack.export.graph import readiness_of_models
+
+    r = readiness_of_models(int8.path)[int8.path]
+    assert r.ok and not r.tensorrt_input, r.summary()
+    assert r.summary().startswith("onnxruntime CPU INT8, not a TensorRT input: its contract holds")
+    res = CliRunner().invoke(app, ["doctor", "--model", str(int8.path)])
+    assert res.exit_code == 0 and "not a TensorRT input" in " ".join(res.output.split())
+
+
 def test_preprocessing_nodes_stop_at_first_conv(trained_onnx):
     names = preprocessing_nodes(onnx.load(str(trained_onnx)))
     # the model's flip views for test-time augmentation come first, then normalisation

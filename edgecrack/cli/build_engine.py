@@ -76,6 +76,7 @@ def build_engine_cmd(
 def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, select_batch, threads,
                     min_agreement=0.99, min_speedup=1.2, reduce_range="auto", max_float_units=8,
                     bias_correction=True) -> None:
+    from ..export import mixed
     from ..export.quantize import QuantizeConfig, QuantizeRefused, int8_from_onnx
 
     cfg = QuantizeConfig(calib=str(calib) if calib else None, formats=tuple(formats),
@@ -101,7 +102,7 @@ def _build_cpu_int8(onnx_path, calib, out, formats, eval_data, budget, method, s
     mp = res.manifest.extra.get("mixed_precision")
     if mp and mp.get("float_units"):
         console.print(f"  kept float: {escape(', '.join(mp['float_units']))} ({len(mp['float_units'])} of {mp['units']} "
-                      "backbone units; speed-ups against FP32 timed in alternating blocks)")
+                      f"backbone units: {mixed.chosen_as(mp)}; speed-ups against FP32 timed in alternating blocks)")
     console.print(f"  calibration: {escape(str(res.calibration))}")
 
 

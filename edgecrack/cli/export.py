@@ -69,6 +69,7 @@ def export_cmd(
 
 def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=None, min_agreement: float = 0.99,
                       max_float_units: int | None = None, bias_correction: bool = True) -> None:
+    from ..export import mixed
     from ..export.precision import MAX_FLOAT_UNITS, precision_onnx_from_onnx
 
     console.print(f"[bold cyan]{precision.upper()}[/] from {escape(str(fp32_path))}, checked against FP32 on held-out images")
@@ -84,7 +85,7 @@ def _precision_export(fp32_path: Path, precision: str, calib, eval_data, out=Non
     mp = r.manifest.extra.get("mixed_precision") or {}
     if mp.get("float_units"):
         console.print(f"  mixed precision: {len(mp['float_units'])} of {mp['units']} backbone units kept float "
-                      f"({escape(', '.join(mp['float_units']))}), the most sensitive on training images")
+                      f"({escape(', '.join(mp['float_units']))}): {mixed.chosen_as(mp)}")
     if r.calibration:
         console.print(f"  calibration: {escape(r.calibration)}")
 

@@ -53,6 +53,8 @@ class Finding:
     rule: str
     where: str
     message: str
+    #: Concerns a graph input or output (the preprocessing contract), not a tensor inside the graph.
+    contract: bool = False
 
     def __str__(self) -> str:
         return f"[{self.rule}] {self.where}: {self.message}"
@@ -73,11 +75,20 @@ class Readiness:
     findings: list[Finding] = field(default_factory=list)
     ops: dict[str, int] = field(default_factory=dict)
     opset: int = 0
+    #: False for an onnxruntime CPU INT8 model: judged by its input/output contract only.
+    tensorrt_input: bool = True
 
     def summary(self) -> str:
-        if self.ok:
-            return f"TensorRT-ready (opset {self.opset}, {sum(self.ops.values())} nodes, checked for TensorRT 8.5-11.x)"
-        head = f"not TensorRT-ready: {len(self.findings)} problem(s)"
+        nodes = f"opset {self.opset}, {sum(self.ops.values())} nodes"
+        if not self.tensorrt_input:
+            if self.ok:
+                return (f"onnxruntime CPU INT8, not a TensorRT input: its contract holds (uint8 input cast first, "
+                        f"static H, W, C; {nodes})")
+            head = f"onnxruntime CPU INT8, contract broken: {len(self.findings)} problem(s)"
+        elif self.ok:
+            return f"TensorRT-ready ({nodes}, checked for TensorRT 8.5-11.x)"
+        else:
+            head = f"not TensorRT-ready: {len(self.findings)} problem(s)"
         return head + "".join(f"\n  - {f}" for f in self.findings[:12]) + (
             f"\n  ... and {len(self.findings) - 12} more" if len(self.findings) > 12 else "")
 
@@ -146,8 +157,10 @@ def tensorrt_readiness(model) -> Readiness:
         dims = vi.type.tensor_type.shape.dim
         if any(not d.HasField("dim_value") for d in dims[1:]):
             findings.append(Finding("static-shape", f"input {vi.name}",
-                                    "only the batch axis may be dynamic (H, W, C must be fixed numbers)"))
+                                    "only the batch axis may be dynamic (H, W, C must be fixed numbers)",
+                                    contract=True))
 
+    inputs = {vi.name for vi in g.input if vi.name not in inits}
     for name, t in dtype.items():
         if t != _UINT8:
             continue
@@ -155,9 +168,10 @@ def tensorrt_readiness(model) -> Readiness:
             if c.op_type != "Cast":
                 findings.append(Finding("uint8-cast", f"{c.op_type} node {c.name or '?'}",
                                         f"takes uint8 tensor {name!r}; TensorRT accepts uint8 only as the direct "
-                                        "input of a Cast: cast first, then transpose/slice/normalise"))
+                                        "input of a Cast: cast first, then transpose/slice/normalise",
+                                        contract=name in inputs))
         if name in {o.name for o in g.output}:
-            findings.append(Finding("uint8-cast", f"output {name}", "graph outputs must not be uint8"))
+            findings.append(Finding("uint8-cast", f"output {name}", "graph outputs must not be uint8", contract=True))
 
     consts = _const_values(model)
     for n in g.node:
@@ -275,8 +289,9 @@ def readiness_of_models(model: str | Path) -> dict[Path, Readiness]:
     """:func:`tensorrt_readiness` of an ONNX file, or of every ``*.onnx`` of a run folder.
 
     An onnxruntime CPU INT8 model (manifest kind ``onnx-int8``) is never a TensorRT input: its
-    integer operators are its point, so only the input rules (``uint8-cast``, ``static-shape``)
-    apply to it. A model without a readable sidecar is judged as a TensorRT input.
+    integer operators and uint8 Q/DQ tensors are its point, so only its contract is checked: the
+    uint8 graph input goes into a Cast, only the batch axis is dynamic, no output is uint8. A model
+    without a readable sidecar is judged as a TensorRT input.
 
     Raises:
         ArtifactError: No ONNX model there, or a file onnx cannot read.
@@ -300,7 +315,7 @@ def readiness_of_models(model: str | Path) -> dict[Path, Readiness]:
         except Exception:  # noqa: BLE001 - a model without a sidecar is judged as a TensorRT input
             cpu_only = False
         if cpu_only:
-            r.findings = [f for f in r.findings if f.rule in ("uint8-cast", "static-shape")]
-            r.ok = not r.findings
+            r.findings = [f for f in r.findings if f.contract]
+            r.ok, r.tensorrt_input = not r.findings, False
         results[p] = r
     return results

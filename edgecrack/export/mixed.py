@@ -92,6 +92,20 @@ class MixedResult:
                 "sensitivity": [[u, round(s, 4)] for u, s in self.sensitivity], "steps": self.steps}
 
 
+def chosen_as(record: dict) -> str:
+    """How a search record's float units were chosen, in words for a console line: ``"the first 3 units
+    (a float prefix)"``, ``"the 2 most sensitive units"``; from the step that measured them."""
+    units = record.get("float_units") or []
+    step = next((s for s in record.get("steps", []) if s.get("units") == units), {})
+    n = len(units)
+    if step.get("set") == "prefix":
+        return f"the first {n} units (a float prefix), {step['agreement'] * 100:.1f} % agreement on the search images"
+    if step.get("set") == "most sensitive":
+        return (f"the {n} most sensitive units (one-in sensitivity), {step['agreement'] * 100:.1f} % agreement "
+                "on the search images")
+    return f"{n} units"
+
+
 def backbone_units(model, quantizable: list[str]) -> dict[str, list[str]]:
     """Quantizable node names grouped by backbone unit (``/trunk/trunk.N/...``), in graph order.
 
