@@ -229,6 +229,12 @@ def fp32_sibling(onnx_path: str | Path) -> Path:
     return p.with_name(p.name.split(".")[0] + ".onnx")
 
 
+def cpu_int8_path(onnx_path: str | Path) -> Path:
+    """The onnxruntime CPU INT8 model next to an FP32 one: ``model.onnx`` -> ``model.int8.onnx``."""
+    p = fp32_sibling(onnx_path)
+    return p.with_name(f"{p.stem}.int8.onnx")
+
+
 def precision_onnx_path(onnx_path: str | Path, precision: str) -> Path:
     """``model.onnx`` -> ``model.fp16.onnx`` (fp16) / ``model.qdq.onnx`` (int8), from any sibling."""
     p = fp32_sibling(onnx_path)

@@ -160,6 +160,36 @@ def test_doctor_passes_a_written_cpu_int8_model_by_its_contract(int8):
     assert res.exit_code == 0 and "not a TensorRT input" in " ".join(res.output.split())
 
 
+def test_run_folder_runs_its_cpu_int8_model_where_it_was_measured_a_win(int8, better_run, tmp_path):
+    """``edgecrack run --model RUN`` on a CPU takes the run's model.int8.onnx, which build-engine writes
+    only when it was within budget and faster than FP32 on this CPU (it used model.onnx before, so
+    the measured win never reached the inspection loop); not one measured on another CPU or built from
+    an earlier model.onnx, and never when the FP32 file is passed by name."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in ("model.onnx", "model.onnx.json"):
+        shutil.copy(better_run / f, run / f)
+    shutil.copy(int8.path, run / "model.int8.onnx")
+    side = run / "model.int8.onnx.json"
+    shutil.copy(f"{int8.path}.json", side)
+    sel = open_backend(run)
+    assert sel.backend.name == "onnxruntime-cpu" and sel.backend.artifact == run / "model.int8.onnx"
+    assert sel.note.startswith("using model.int8.onnx: measured on this CPU by build-engine at x")
+    assert sel.note in sel.describe() and sel.backend.info()["precision"] == "int8"
+    assert open_backend(run / "model.onnx").backend.artifact == run / "model.onnx"
+    rec = json.loads(side.read_text())
+    for key, value, why in (("cpu", "Other CPU 9000", "measured on Other CPU 9000"),
+                            ("onnx_sha256", "0" * 64, "built from an earlier model.onnx")):
+        side.write_text(json.dumps({**rec, "extra": {**rec["extra"], key: value}}))
+        sel = open_backend(run)
+        assert sel.backend.artifact == run / "model.onnx" and sel.note == ""
+        reasons = dict(sel.skipped)
+        assert why in reasons["onnxruntime-cpu (model.int8.onnx)"]
+        assert "edgecrack build-engine" in reasons["onnxruntime-cpu (model.int8.onnx)"]
+
+
 def test_preprocessing_nodes_stop_at_first_conv(trained_onnx):
     names = preprocessing_nodes(onnx.load(str(trained_onnx)))
     # the model's flip views for test-time augmentation come first, then normalisation

@@ -145,9 +145,10 @@ class QuantizeResult:
 
 
 def default_int8_path(onnx_path: str | Path) -> Path:
-    """``model.onnx`` -> ``model.int8.onnx``."""
-    p = Path(onnx_path)
-    return p.with_name(f"{p.stem}.int8.onnx")
+    """``model.onnx`` -> ``model.int8.onnx`` (:func:`edgecrack.artifacts.cpu_int8_path`)."""
+    from ..artifacts import cpu_int8_path
+
+    return cpu_int8_path(onnx_path)
 
 
 def _validate(cfg: QuantizeConfig) -> None:

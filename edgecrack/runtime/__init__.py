@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import (ENGINE_PRECISION_ORDER, ENGINE_SUFFIXES, EngineFacts, check_plan_file, engines_for_onnx,
-                         is_engine, onnx_for_engine, resolve_artifact)
+from ..artifacts import (ENGINE_PRECISION_ORDER, ENGINE_SUFFIXES, EngineFacts, check_plan_file, cpu_int8_path,
+                         engines_for_onnx, is_engine, onnx_for_engine, resolve_artifact)
 from ..errors import ArtifactError, BackendUnavailable, EdgecrackError
 from ..manifest import Manifest, read_manifest, sidecar_path
 from .base import Backend
@@ -27,9 +27,12 @@ class Selection:
 
     backend: Backend
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Why this artifact of a run folder was taken over ``model.onnx`` (empty when it was not).
+    note: str = ""
 
     def describe(self) -> str:
         lines = [f"backend: {self.backend.name} ({self.backend.artifact.name})"]
+        lines += [f"  {self.note}"] if self.note else []
         lines += [f"  skipped {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
@@ -58,15 +61,56 @@ def _engine_manifest(path: Path) -> Manifest:
     return m
 
 
+def cpu_int8_for_run(fp32: Path, skipped: list[tuple[str, str]]) -> tuple[Path, Manifest, str] | None:
+    """The run's onnxruntime CPU INT8 model, when it is the better choice on this CPU: written by
+    ``build-engine --target cpu`` (only when it was within budget and faster than FP32 there), on
+    this CPU (same processor and INT8 instruction class), from this ``model.onnx`` (its hash). One
+    measured elsewhere or from an earlier model is passed over, with the reason in ``skipped``.
+
+    Returns:
+        (path, manifest, why it was taken), or None.
+    """
+    from ..io import sha256_file
+    from ..platform import cpu_name, int8_isa
+
+    p = cpu_int8_path(fp32)
+    if not p.is_file():
+        return None
+    name = f"onnxruntime-cpu ({p.name})"
+    try:
+        m = read_manifest(p)
+    except EdgecrackError as e:
+        skipped.append((name, e.message))
+        return None
+    x = m.extra
+    if m.kind != "onnx-int8":
+        skipped.append((name, f"its manifest describes a {m.kind!r} model, not an onnxruntime CPU INT8 one"))
+        return None
+    here, isa = cpu_name(), int8_isa().summary
+    if x.get("cpu") != here or x.get("cpu_isa") != isa:
+        skipped.append((name, f"measured on {x.get('cpu') or '?'} ({x.get('cpu_isa') or '?'}), not this CPU ({here}; "
+                              f"{isa}): rebuild here: edgecrack build-engine {fp32.parent} --precision int8 --target cpu"))
+        return None
+    if x.get("onnx_sha256") != sha256_file(fp32):
+        skipped.append((name, f"built from an earlier {fp32.name}: rebuild it: edgecrack build-engine {fp32.parent} "
+                              "--precision int8 --target cpu"))
+        return None
+    d = x.get("deltas_vs_fp32") or {}
+    why = (f"using {p.name}: measured on this CPU by build-engine at x{d.get('speedup_batch1', 0):.2f} (batch 1) "
+           f"vs FP32, top-1 agreement {d.get('top1_agreement', 0) * 100:.1f} %; pass {fp32} to run FP32")
+    return p, m, why
+
+
 def _open_onnx(path: Path, manifest: Manifest, order: list[str], skipped: list[tuple[str, str]],
-               threads: int | None) -> Backend | None:
+               threads: int | None, cpu: tuple[Path, Manifest, str] | None = None) -> Backend | None:
     for name in order:
         dev = name.split("-", 1)[1]
         why = OnnxRuntimeBackend.probe(dev)
         if why:
             skipped.append((name, why))
             continue
-        b = OnnxRuntimeBackend(path, manifest, device=dev, threads=threads)
+        p, m = (cpu[0], cpu[1]) if cpu is not None and dev == "cpu" else (path, manifest)
+        b = OnnxRuntimeBackend(p, m, device=dev, threads=threads)
         try:
             b.load()
         except BackendUnavailable as e:
@@ -165,9 +209,12 @@ def open_backend(artifact: str | Path, prefer: str = "auto", strict: bool = Fals
                 skipped.append(("tensorrt", f"no engine next to {path.name} (build one: edgecrack build-engine {path})"))
 
     order = ["onnxruntime-cuda", "onnxruntime-cpu"] if prefer == "auto" else [prefer]
-    b = _open_onnx(path, manifest, order, skipped, threads)
+    run_folder = Path(artifact).is_dir() and manifest.kind == "onnx" and "onnxruntime-cpu" in order
+    cpu = cpu_int8_for_run(path, skipped) if run_folder else None
+    b = _open_onnx(path, manifest, order, skipped, threads, cpu)
     if b is not None:
-        return Selection(b, skipped)
+        note = cpu[2] if cpu is not None and b.artifact == cpu[0] else ""
+        return Selection(b, skipped, note)
     reasons = "; ".join(f"{n}: {w}" for n, w in skipped)
     if strict or prefer != "auto":
         raise BackendUnavailable(f"backend {prefer} cannot run {path} here ({reasons})",
