@@ -35,11 +35,12 @@ def report_markdown(report: BenchReport) -> str:
         val = f"{g.value:.2f}x" if g.value is not None else f"not measured ({g.detail.get('reason', '')})"
         out.append(f"| {g.name} | {val} | {op} {g.goal:g}x | {met} | {g.definition} |")
     bl = report.baseline.get("bare_onnxruntime")
-    et = report.baseline.get("eager_torch")
-    if et:
-        out += ["", f"Speed-up detail ({et['threads']} threads, {et['method']}): {et['slow_cell']} p50 "
-                    f"{et['slow']['p50_ms']:.2f} ms (n={et['slow']['n']}), {et['fast_cell']} p50 {et['fast']['p50_ms']:.2f} ms "
-                    f"(n={et['fast']['n']}): {et['ratio_p50']:.2f}x."]
+    for key, what in (("cpu_pair", "The two fastest CPU artifacts side by side"), ("eager_torch", "Speed-up detail")):
+        et = report.baseline.get(key)
+        if et:
+            out += ["", f"{what} ({et['threads']} threads, {et['method']}): {et['slow_cell']} p50 "
+                        f"{et['slow']['p50_ms']:.2f} ms (n={et['slow']['n']}), {et['fast_cell']} p50 "
+                        f"{et['fast']['p50_ms']:.2f} ms (n={et['fast']['n']}): {et['ratio_p50']:.2f}x."]
     if bl:
         out += ["", f"Overhead detail (batch 1, {bl['threads']} threads, {bl['method']}): bare onnxruntime "
                     f"p50 {bl['bare']['p50_ms']:.2f} ms, edgecrack Backend.infer p50 {bl['compute']['p50_ms']:.2f} ms "

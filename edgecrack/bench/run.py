@@ -99,7 +99,7 @@ def bench(cfg: BenchConfig, reporter: Reporter | None = None) -> BenchReport:
         raise ConfigError(f"none of the backends {list(cfg.backends or [])} runs the artifacts in {cfg.run}",
                           f"artifacts: {', '.join(a.name + ' (' + a.family + ')' for a in arts)}; backends: {', '.join(BACKENDS)}")
     budget = cfg.budget
-    rep = _Steps(reporter or Reporter(), len(cells) * _steps_per_cell(cfg) + 2)
+    rep = _Steps(reporter or Reporter(), len(cells) * _steps_per_cell(cfg) + 3)
     results: list[CellResult] = []
     probs_of: dict[int, dict[str, np.ndarray]] = {}
     manifests: dict[int, Any] = {}
@@ -153,8 +153,12 @@ def bench(cfg: BenchConfig, reporter: Reporter | None = None) -> BenchReport:
             restore_torch_threads(saved_threads)
         results.append(cell)
     rep.advance()
+    by_key = {(a.name, b): a for a, b in cells}
     if cfg.baseline:
-        baseline.update(_torch_baseline(results, {(a.name, b): a for a, b in cells}, paths, threads, cfg, rep))
+        baseline.update(_cpu_pair(results, by_key, paths, threads, cfg, rep))
+    rep.advance()
+    if cfg.baseline:
+        baseline.update(_torch_baseline(results, by_key, paths, threads, cfg, rep, baseline.get("cpu_pair")))
     rep.advance()
     _agreement(results, probs_of, manifests)
     report = BenchReport(schema=SCHEMA, edgecrack_version=__version__,
@@ -171,24 +175,50 @@ def bench(cfg: BenchConfig, reporter: Reporter | None = None) -> BenchReport:
     return report
 
 
+def _side_by_side(slow: CellResult, fast: CellResult, arts: dict[tuple[str, str], Artifact], paths: list[Path],
+                  threads: int, cfg: BenchConfig) -> dict[str, Any]:
+    """Two measured cells timed against each other at batch 1 in alternating blocks (:func:`measure_speedup`)."""
+    prev = torch_threads()
+    sb = open_cell_backend(arts[(slow.artifact, slow.backend)], slow.backend, threads)
+    fb = open_cell_backend(arts[(fast.artifact, fast.backend)], fast.backend, threads)
+    try:
+        out = measure_speedup(sb, fb, paths, cfg.budget)
+    finally:
+        sb.close()
+        fb.close()
+        restore_torch_threads(prev)
+    return {"slow_cell": slow.label, "fast_cell": fast.label, "threads": threads, **out}
+
+
+def _cpu_pair(results: list[CellResult], arts: dict[tuple[str, str], Artifact], paths: list[Path],
+              threads: int, cfg: BenchConfig, rep: _Steps) -> dict[str, Any]:
+    """The two fastest onnxruntime CPU cells at batch 1 (by their separate loops), timed side by side.
+
+    Separate loops run seconds to minutes apart; on a shared machine their order is a coin toss for
+    artifacts within ~20 % of each other (FP32 and INT8 of the default on the 2-core build box), and
+    the summary's "faster than the runner-up" and the eager-PyTorch goal's "fastest CPU artifact"
+    rest on it."""
+    cpu = sorted((c for c in results if c.ok and c.backend == "onnxruntime-cpu" and c.batch(1)),
+                 key=lambda c: c.batch(1).compute.p50_ms)
+    if len(cpu) < 2:
+        return {}
+    rep.step(f"{cpu[0].label} vs {cpu[1].label} (batch 1, interleaved)")
+    return {"cpu_pair": _side_by_side(cpu[1], cpu[0], arts, paths, threads, cfg)}
+
+
 def _torch_baseline(results: list[CellResult], arts: dict[tuple[str, str], Artifact], paths: list[Path],
-                    threads: int, cfg: BenchConfig, rep: _Steps) -> dict[str, Any]:
+                    threads: int, cfg: BenchConfig, rep: _Steps, cpu_pair: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
     torch_cell = next((c for c in results if c.ok and c.backend == "torch-cpu" and c.batch(1)), None)
     cpu = [c for c in results if c.ok and c.backend == "onnxruntime-cpu" and c.batch(1)]
     if torch_cell is None or not cpu:
         return {}
     fast = min(cpu, key=lambda c: c.batch(1).compute.p50_ms)
+    if cpu_pair:  # the side-by-side measurement of the two fastest decides which is the fastest
+        name = cpu_pair["fast_cell"] if cpu_pair["ratio_p50"] >= 1 else cpu_pair["slow_cell"]
+        fast = next(c for c in cpu if c.label == name)
     rep.step(f"eager PyTorch vs {fast.label} (batch 1, interleaved)")
-    prev = torch_threads()
-    tb = open_cell_backend(arts[(torch_cell.artifact, torch_cell.backend)], "torch-cpu", threads)
-    fb = open_cell_backend(arts[(fast.artifact, fast.backend)], fast.backend, threads)
-    try:
-        out = measure_speedup(tb, fb, paths, cfg.budget)
-    finally:
-        tb.close()
-        fb.close()
-        restore_torch_threads(prev)
-    return {"eager_torch": {"slow_cell": torch_cell.label, "fast_cell": fast.label, "threads": threads, **out}}
+    return {"eager_torch": _side_by_side(torch_cell, fast, arts, paths, threads, cfg)}
 
 
 def _agreement(results: list[CellResult], probs_of: dict[int, dict[str, np.ndarray]],
