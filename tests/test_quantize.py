@@ -183,6 +183,15 @@ def test_bench_times_the_two_fastest_cpu_artifacts_side_by_side(int8, better_run
     pair = rep.baseline["cpu_pair"]
     labels = {"model.onnx / onnxruntime-cpu", "model.int8.onnx / onnxruntime-cpu"}
     assert {pair["slow_cell"], pair["fast_cell"]} == labels and pair["slow"]["n"] == pair["fast"]["n"] >= 6
+    # without spin-waiting: one session's idle threads would hold the cores through the other's calls
+    assert pair["onnxruntime_spin_wait"] is False and rep.baseline.get("eager_torch") is None
+    from edgecrack.bench.cells import open_cell_backend
+    from edgecrack.artifacts import run_artifacts
+
+    art = next(a for a in run_artifacts(run) if a.name == "model.int8.onnx")
+    quiet = open_cell_backend(art, "onnxruntime-cpu", 1, spin=False)
+    assert quiet._sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert quiet.artifact == art.path and quiet.info()["precision"] == "int8"
     assert pair["ratio_p50"] == pytest.approx(pair["slow"]["p50_ms"] / pair["fast"]["p50_ms"])
     ru = rep.summary["runner_up"]
     assert ru["measured"] == "side by side" and {ru["cell"], rep.summary["fastest"]["cell"]} == labels

@@ -20,8 +20,8 @@ def plan(arts: list[Artifact], only: tuple[str, ...] | None) -> list[tuple[Artif
     return [(a, b) for a in arts for b in backends_for(a.family) if only is None or b in only]
 
 
-def open_cell_backend(art: Artifact, backend: str, threads: int | None):
-    """Load ``art`` on the named backend.
+def open_cell_backend(art: Artifact, backend: str, threads: int | None, spin: bool = True):
+    """Load ``art`` on the named backend (``spin``: onnxruntime's idle threads spin-wait, its default).
 
     Returns:
         A loaded :class:`~edgecrack.runtime.base.Backend`.
@@ -44,6 +44,11 @@ def open_cell_backend(art: Artifact, backend: str, threads: int | None):
         why = engine_matches_machine(art.manifest)
         if why:
             raise BackendUnavailable(why)
+    if not spin and backend.startswith("onnxruntime-"):
+        from ..runtime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(art.path, art.manifest, device=backend.split("-", 1)[1], threads=threads,
+                                  spin=False).load()
     return open_backend(art.path, prefer=backend, strict=True, threads=threads).backend
 
 

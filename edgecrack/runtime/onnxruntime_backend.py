@@ -29,8 +29,13 @@ class OnnxRuntimeBackend(Backend):
         threads: Intra-op threads (None: onnxruntime's default, all physical cores).
     """
 
-    def __init__(self, artifact: str | Path, manifest: Manifest, device: str = "cpu", threads: int | None = None):
+    def __init__(self, artifact: str | Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
+                 spin: bool = True):
         super().__init__(artifact, manifest)
+        #: Whether idle worker threads spin-wait for the next operator (onnxruntime's default). Two
+        #: sessions timed against each other in one process need it off: one session's spinning
+        #: threads hold the cores through the other's calls (:func:`edgecrack.bench.run`).
+        self.spin = spin
         if device not in _PROVIDERS:
             raise ValueError(f"unknown onnxruntime device {device!r}")
         self.device = device
@@ -67,6 +72,8 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         if self.threads:
             so.intra_op_num_threads = self.threads
+        if not self.spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.as_written
                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         try:
