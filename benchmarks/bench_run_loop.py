@@ -162,7 +162,7 @@ def markdown(r: dict) -> str:
     return f"""# Inspection loop (`edgecrack run`) benchmark
 
 Machine: {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}.
-Backend: {r['backend']['backend']} ({r['backend'].get('threads')} threads), model `{r['model']}`, batch {r['batch']}.
+Backend: {r['backend']['backend']} ({r['backend'].get('threads')} threads), model `{r['model']}` (`{Path(r['backend']['artifact']).name}`, {r['backend'].get('precision')}), batch {r['batch']}.
 Load average (1/5/15 min) before {', '.join(f'{v:.1f}' for v in r['load_average_before'])},
 after {', '.join(f'{v:.1f}' for v in r['load_average_after'])}: the machine was shared, so both sides
 of each comparison were measured interleaved, {r['repeats']} times, and compared by medians.
