@@ -71,8 +71,10 @@ def unit_kernel_ms(model: bytes, shape: tuple[int, ...], runs: int = 60) -> dict
     import numpy as np
     import onnxruntime as ort
 
+    from edgecrack.runtime.onnxruntime_backend import no_spin_wait
+
     so = ort.SessionOptions()
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    no_spin_wait(so)
     so.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="edgecrack-prof-") as t:
         so.profile_file_prefix = str(Path(t) / "prof")
@@ -193,9 +195,11 @@ def main() -> None:
         spread = {}
         runs0 = QuantizeConfig().latency_runs
         for runs, rounds in ((runs0, ROUNDS), (5 * runs0, 10)):
-            spread[f"{runs} calls, {rounds} blocks"] = [
-                (lambda t: t[0] / t[1])(paired_latency_ms(fp32_sess, gate_model, x, m.input_name, 1, runs, rounds))
-                for _ in range(8)]
+            estimates = []
+            for _ in range(8):
+                ref_ms, ms = paired_latency_ms(fp32_sess, gate_model, x, m.input_name, 1, runs, rounds)
+                estimates.append(ref_ms / ms)
+            spread[f"{runs} calls, {rounds} blocks"] = estimates
         shape = (1, m.input.height, m.input.width, 3)
         kernel = {"fp32": unit_kernel_ms(cpu_pre.read_bytes(), shape), "int8": unit_kernel_ms(int8_all, shape)}
         try:

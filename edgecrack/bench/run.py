@@ -180,8 +180,8 @@ def _side_by_side(slow: CellResult, fast: CellResult, arts: dict[tuple[str, str]
     """Two measured cells timed against each other at batch 1 in alternating blocks (:func:`measure_speedup`).
 
     onnxruntime sessions are opened without spin-waiting: with it, each session's idle threads held
-    the cores through the other's calls (FP32 and INT8 of the default measured 9.60 and 9.38 ms side
-    by side, 6.92 and 6.44 ms in their own loops: a 1.02x ratio from a 1.29x pair)."""
+    the cores through the other's calls, both sides ran slower than in their own loops and the
+    ratio of FP32 and INT8 of the default came out near 1."""
     prev = torch_threads()
     sb = open_cell_backend(arts[(slow.artifact, slow.backend)], slow.backend, threads, spin=False)
     fb = open_cell_backend(arts[(fast.artifact, fast.backend)], fast.backend, threads, spin=False)

@@ -39,8 +39,10 @@ def session(model: bytes | Path, threads: int | None = None, reference: bool = F
     """
     import onnxruntime as ort
 
+    from ..runtime.onnxruntime_backend import no_spin_wait
+
     so = ort.SessionOptions()
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    no_spin_wait(so)
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference
                                    else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     if threads:

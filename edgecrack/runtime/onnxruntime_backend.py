@@ -19,6 +19,14 @@ _PROVIDERS = {
 }
 
 
+def no_spin_wait(so) -> None:
+    """Let a session's idle worker threads sleep instead of spin-waiting (onnxruntime's default).
+
+    Needed wherever two sessions are timed in turn in one process: one session's spinning threads
+    hold the cores through the other's calls. The one place this setting is spelled."""
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX artifact with onnxruntime.
 
@@ -73,7 +81,7 @@ class OnnxRuntimeBackend(Backend):
         if self.threads:
             so.intra_op_num_threads = self.threads
         if not self.spin:
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            no_spin_wait(so)
         so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.as_written
                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         try:
