@@ -71,12 +71,32 @@ def backend_throughput(backend, batches: list[np.ndarray]) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def tile_resize_ms(tile: np.ndarray, contract, n: int = 200, rounds: int = 5) -> dict:
+    """ms per 256 px tile to the model input: OpenCV's area resize vs edgecrack's preprocess
+    (the same bytes, see ``preprocess.resize_to_contract``); best of ``rounds`` loops of ``n``."""
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times.append((time.perf_counter() - t0) / n * 1e3)
+        return min(times)
+
+    size = (contract.width, contract.height)
+    area = best(lambda: cv2.resize(tile, size, interpolation=cv2.INTER_AREA))
+    ours = best(lambda: preprocess(tile, contract))
+    same = bool(np.array_equal(preprocess(tile, contract)[0], cv2.resize(tile, size, interpolation=cv2.INTER_AREA)))
+    return {"area_resize_ms": round(area, 3), "preprocess_ms": round(ours, 3), "same_bytes": same}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="Run folder or .onnx (e.g. runs/deck).")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--frames", type=int, default=400, help="Frames of the 256x256 video.")
-    ap.add_argument("--repeats", type=int, default=3, help="Interleaved repetitions of each measurement.")
+    ap.add_argument("--repeats", type=int, default=5, help="Interleaved repetitions of each measurement.")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own).")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "run_loop")
     args = ap.parse_args()
@@ -104,6 +124,7 @@ def main() -> None:
         print(f"repeat {r}: backend {backend_fps[-1]:.1f} img/s, end-to-end {s.fps:.1f} fps "
               f"(ratio {s.fps / backend_fps[-1]:.3f})", flush=True)
     info = be.info()
+    tile_ms = tile_resize_ms(decode_image(images[0]), be.manifest.input)
     be.close()
     med_b, med_e = statistics.median(backend_fps), statistics.median(e2e_fps)
     best = summaries[int(np.argsort(e2e_fps)[len(e2e_fps) // 2])]
@@ -140,7 +161,7 @@ def main() -> None:
                        "end_to_end_fps": [round(v, 2) for v in e2e_fps],
                        "backend_images_per_s_median": round(med_b, 2), "end_to_end_fps_median": round(med_e, 2),
                        "ratio": round(ratio, 3), "goal_ratio": 0.85, "goal_met": ratio >= 0.85,
-                       "stages_median_run": best.stages},
+                       "stages_median_run": best.stages, "tile_resize": tile_ms},
         "tiled_4k": {"frame": [3840, 2160], "tile": 256, "stride": 256, "edge": "shift", "tiles": n_tiles,
                      "frame_latency_ms": [round(v, 1) for v in lat], "frame_latency_ms_median": round(lat_med, 1),
                      "tiles_per_s": round(n_tiles / lat_med * 1e3, 1), "inspector_stages": stage4k,
@@ -174,6 +195,9 @@ of each comparison were measured interleaved, {r['repeats']} times, and compared
 | backend only, preprocessed batches of {r['batch']} | {e['backend_images_per_s_median']:.1f} img/s | {', '.join(map(str, e['backend_images_per_s']))} |
 | `edgecrack run` end to end (decode, preprocess, infer, JSONL log) | {e['end_to_end_fps_median']:.1f} fps | {', '.join(map(str, e['end_to_end_fps']))} |
 | **ratio** (goal >= {e['goal_ratio']}) | **{e['ratio']:.3f}** | {'met' if e['goal_met'] else 'NOT met'} |
+
+Per 256 px tile to the model input, alone (best of 5 x 200): OpenCV's area resize
+{e['tile_resize']['area_resize_ms']:.3f} ms, edgecrack's preprocess {e['tile_resize']['preprocess_ms']:.3f} ms (same bytes: {'yes' if e['tile_resize']['same_bytes'] else 'NO'}).
 
 ## Tiled 4K frame (3840x2160, 256 px tiles, {t['tiles']} tiles)
 
