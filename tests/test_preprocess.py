@@ -138,17 +138,17 @@ def test_shrink_uses_inter_area(real_bgr):
     np.testing.assert_array_equal(out[0], cv2.resize(real_bgr, (224, 224), interpolation=cv2.INTER_AREA))
 
 
-def test_tile_to_model_input_is_inter_area_to_the_byte_and_faster(real_bgr):
+def test_tile_to_model_input_is_inter_area_to_the_byte(real_bgr):
     """256 px tiles (the loop's default) reach 224 px through a linear remap that must equal
-    OpenCV's area resize byte for byte, on tiles cut from a frame (strided views), and be
-    faster than it; geometries where area is not two-tap linear keep cv2.resize."""
-    import time
-
+    OpenCV's area resize byte for byte, on tiles cut from a frame (strided views); geometries
+    where area is not two-tap linear keep cv2.resize. (Its speed is a benchmark's business:
+    benchmarks/run_loop times both.)"""
     from edgecrack.preprocess import _area_as_linear_maps
 
     frame = cv2.resize(real_bgr, (768, 512), interpolation=cv2.INTER_LINEAR)
     tiles = [frame[y:y + 256, x:x + 256] for y in (0, 256) for x in (0, 256, 512)]
-    assert _area_as_linear_maps(256, 256, 224, 224) is not None
+    assert _area_as_linear_maps(256, 256, 224, 224) is not None, (
+        f"OpenCV {cv2.__version__}'s remap no longer rounds like its area resize: tiles take the slow path")
     out = preprocess(tiles, C224)
     for t, o in zip(tiles, out):
         np.testing.assert_array_equal(o, cv2.resize(t, (224, 224), interpolation=cv2.INTER_AREA))
@@ -156,20 +156,6 @@ def test_tile_to_model_input_is_inter_area_to_the_byte_and_faster(real_bgr):
         assert _area_as_linear_maps(*shape, 224, 224) is None
         img = cv2.resize(real_bgr, shape[::-1], interpolation=cv2.INTER_LINEAR)
         np.testing.assert_array_equal(preprocess(img, C224)[0], cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA))
-
-    def best_of(fn, n=200):
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            best = min(best, time.perf_counter() - t0)
-        return best
-
-    tile = tiles[0]
-    area = best_of(lambda: cv2.resize(tile, (224, 224), interpolation=cv2.INTER_AREA))
-    ours = best_of(lambda: preprocess(tile, C224))
-    assert ours < 0.8 * area, f"tile preprocess {ours:.4f} s vs area resize {area:.4f} s per 200"
 
 
 def test_enlarge_uses_inter_linear_and_stretches(real_bgr):
