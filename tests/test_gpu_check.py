@@ -29,6 +29,7 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
             shutil.copy(p, data / cls / p.name)
     report = tmp_path / "report"
     env = dict(os.environ, DEVICE="cpu", DATA=str(data), SCALE_IMAGES="40", PYTHON=sys.executable,
+               BENCH_ARGS="--batch 1 --iterations 3 --warmup 1 --e2e-images 8 --artifacts model.onnx",
                TMPDIR=str(tmp_path))
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh"), str(report)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=900)
@@ -48,4 +49,6 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
     assert rep["scale"]["images"] == 40 and rep["scale"]["wall_s"] > 0
     md = (report / "gpu-check.md").read_text()
     assert md.startswith("# GPU check: none (rehearsal on") and "| float32 | 8 |" in md
+    bench = json.loads((report / "bench" / "bench.json").read_text())
+    assert any(r["backend"] == "onnxruntime-cpu" and r["status"] == "ok" for r in bench["results"]), bench["results"]
     assert not any(p.name.startswith("tmp.") for p in tmp_path.iterdir()), "run folders left behind"

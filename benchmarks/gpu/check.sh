@@ -7,7 +7,8 @@
 #   bash benchmarks/gpu/check.sh [REPORT_DIR]
 # Rehearsal on a CPU (what tests/test_gpu_check.py runs, so that the script that waits for a GPU
 # has run before it gets one): DEVICE=cpu DATA=small/dataset SCALE_IMAGES=40 bash benchmarks/gpu/check.sh DIR
-# (float32 at batch 1 and 8 only, no autocast, no GPU memory figures; KEEP_RUNS=1 keeps the run folders).
+# (float32 at batch 1 and 8 only, no autocast, no GPU memory figures; KEEP_RUNS=1 keeps the run folders;
+# BENCH_ARGS replaces the bench's --batch 1,8,64 --duration 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUTDIR="${1:-benchmarks/gpu/report}"
@@ -50,10 +51,13 @@ if "$PY" -c "import tensorrt" 2>/dev/null; then
   for p in fp32 fp16 int8; do
     "$PY" -m edgecrack build-engine "$RUNS/head" --precision "$p" | tail -3 || log "engine $p failed"
   done
-  "$PY" -m edgecrack bench "$RUNS/head" --batch 1,8,64 --duration 2 --report "$OUTDIR/bench" | tail -15 || true
 else
   log "TensorRT not importable here: no engines built"
 fi
+log "bench (every artifact on every backend here: TensorRT engines, onnxruntime, torch on $DEVICE)"
+# shellcheck disable=SC2086
+"$PY" -m edgecrack bench "$RUNS/head" ${BENCH_ARGS:---batch 1,8,64 --duration 2} --report "$OUTDIR/bench" | tail -15 \
+  || log "bench failed (above)"
 log "torch inference on $DEVICE"
 "$PY" - "$RUNS" "$OUTDIR" "$DEVICE" <<'PYEOF'
 import json, sys, time
