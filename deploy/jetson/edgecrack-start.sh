@@ -11,8 +11,11 @@
 #   EDGECRACK_STATE_DIR   persistent storage: engines/, results/*.jsonl, cache/  (/var/lib/edgecrack)
 #   EDGECRACK_ENGINE      auto: build/reuse the engine, run the ONNX if that fails (logged);
 #                         require: fail without an engine; off: run the ONNX     (auto)
-#   EDGECRACK_PRECISION   fp16, fp32 or int8 (int8 needs EDGECRACK_CALIB; not on Nano/TX2)  (fp16)
-#   EDGECRACK_CALIB       calibration set folder for int8                        ()
+#   EDGECRACK_PRECISION   fp16, fp32 or int8 (not on Nano/TX2)                   (fp16)
+#                         int8 on JetPack 6 (TensorRT 10): model.qdq.onnx in the run folder
+#                         (edgecrack export RUN --precision int8); on JetPack 5 (TensorRT 8.5):
+#                         EDGECRACK_CALIB
+#   EDGECRACK_CALIB       calibration set folder for int8 on TensorRT 8.x        ()
 #   EDGECRACK_BACKEND     edgecrack run --backend                                (auto)
 #   EDGECRACK_RUN_ARGS    more `edgecrack run` options, e.g. "--tile 256 --min-tiles 2"  ()
 #   EDGECRACK_PYTHON      Python that has edgecrack installed                    (python3)
