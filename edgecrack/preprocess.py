@@ -302,10 +302,10 @@ def _area_taps(src: int, dst: int) -> np.ndarray | None:
 
 @functools.lru_cache(maxsize=8)
 def _area_as_linear_maps(src_h: int, src_w: int, dst_h: int, dst_w: int) -> np.ndarray | None:
-    """A ``cv2.remap`` map that reproduces ``INTER_AREA`` exactly, 3x faster, or ``None``.
+    """A ``cv2.remap`` map that reproduces ``INTER_AREA`` exactly, in less time, or ``None``.
 
-    The run loop resizes every 256 px tile to the 224 px model input; OpenCV's general area
-    resize takes ~0.9 ms a tile on a 2-core x86 box, linear remapping ~0.3 ms. Used only
+    The run loop resizes every 256 px tile to the 224 px model input, and OpenCV's general
+    area resize is slow at that 8/7 ratio (``benchmarks/run_loop`` times both). Used only
     where :func:`_area_taps` holds on both axes and the remap gives the same bytes as
     ``cv2.resize(..., INTER_AREA)`` on a random image of this geometry here (OpenCV builds
     differ in how they round a remap; where they differ, the area resize stays). At most 8

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
     pytest.importorskip("torch")
-    data = tmp_path / "data"
+    data = tmp_path / "deck data"  # a space: the script must quote it
     for cls in ("CD", "UD"):
         (data / cls).mkdir(parents=True)
         for p in sorted((DECK / cls).glob("*.jpg"))[:50]:

@@ -23,12 +23,13 @@ export EDGECRACK_CACHE="$RUNS/cache" PYTHONUNBUFFERED=1
 log() { echo "[gpu-check] $*"; }
 # GNU time gives each training's peak RSS; without it the report says so (None)
 TIMEV=(); [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -v)
+DATA_ARG=(); [ -n "$DATA" ] && DATA_ARG=("$DATA")
 
 log "machine"; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null || true
 log "train --device $DEVICE (head only)"
-"${TIMEV[@]}" "$PY" -m edgecrack train $DATA --out "$RUNS/head" --device "$DEVICE" --no-plots 2> "$RUNS/head.time" | tail -5
+${TIMEV[@]+"${TIMEV[@]}"} "$PY" -m edgecrack train ${DATA_ARG[@]+"${DATA_ARG[@]}"} --out "$RUNS/head" --device "$DEVICE" --no-plots 2> "$RUNS/head.time" | tail -5
 log "train --device $DEVICE --fine-tune-blocks 2 (fp16 autocast + GradScaler on CUDA, 4 decode workers)"
-"${TIMEV[@]}" "$PY" -m edgecrack train $DATA --out "$RUNS/ft2" --device "$DEVICE" --fine-tune-blocks 2 --workers 4 \
+${TIMEV[@]+"${TIMEV[@]}"} "$PY" -m edgecrack train ${DATA_ARG[@]+"${DATA_ARG[@]}"} --out "$RUNS/ft2" --device "$DEVICE" --fine-tune-blocks 2 --workers 4 \
   --no-plots 2> "$RUNS/ft2.time" | tail -5
 log "scale: fine-tune $SCALE_IMAGES synthetic images on $DEVICE (cold cache, 8 views, 3 epochs)"
 "$PY" - "$RUNS" "$DEVICE" "$SCALE_IMAGES" <<'PYEOF'
