@@ -96,6 +96,20 @@ def test_int8_is_written_only_when_it_is_a_win_on_this_cpu(better_run, split_dec
     assert res.manifest.extra["reduce_range"] == int8_isa().reduce_range
 
 
+def test_a_refusal_names_the_weight_width_the_run_used(better_run, split_deck, tmp_path):
+    """--reduce-range against this CPU's default: the refusal must not describe the default's weights."""
+    isa = int8_isa()
+    forced = "off" if isa.reduce_range else "on"
+    cfg = QuantizeConfig(calib=str(REPO / "calibration" / "deck"), formats=("qdq-u8s8",), eval_data=str(split_deck[1]),
+                         latency_runs=2, reduce_range=forced, max_float_units=0, bias_correction=False,
+                         min_speedup=100.0)
+    with pytest.raises(QuantizeRefused) as e:
+        int8_from_onnx(better_run / "model.onnx", tmp_path / "model.int8.onnx", config=cfg)
+    width = "8" if forced == "off" else "7"
+    assert f"{isa.summary}; this run: {width}-bit weights (--reduce-range {forced})" in e.value.message
+    assert not (tmp_path / "model.int8.onnx").exists()
+
+
 def test_int8_settings_follow_the_cpu():
     assert int8_isa({"avx2", "fma"}, "x86_64").reduce_range is True
     assert int8_isa({"avx2", "avx512bw"}, "x86_64").saturating_u8s8 is True

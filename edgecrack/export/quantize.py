@@ -322,7 +322,7 @@ def int8_from_onnx(onnx_path: str | Path, out_path: str | Path | None = None, co
                           f"{c.top1_agreement * 100:.1f} %, x{c.speedup(fp32, cfg.select_batch):.2f} at batch {key} "
                           f"({c.verdict})" for c in results)
         raise QuantizeRefused(
-            f"no INT8 format is a win on this CPU ({isa.summary}); FP32 {acc0:.3f} at {fp32.latency_ms[key]:.1f} ms "
+            f"no INT8 format is a win on this CPU ({_settings_note(isa, reduce_range, cfg)}); FP32 {acc0:.3f} at {fp32.latency_ms[key]:.1f} ms "
             f"(batch {key}) on {root}: {table or 'none could run'}. Needed: within "
             f"{cfg.accuracy_budget * 100:.1f} points, top-1 agreement >= {cfg.min_agreement * 100:.0f} %, "
             f">= x{cfg.min_speedup:.2f}. Nothing was written",
@@ -454,6 +454,13 @@ def _quantize_static(pre: Path, out: Path, name: str, calib, manifest: Manifest,
                         calibrate_method=method, extra_options=extra_options,
                         calibration_cache_path=None if cache is None else str(cache))
     return out.read_bytes()
+
+
+def _settings_note(isa, reduce_range: bool, cfg: QuantizeConfig) -> str:
+    """The CPU's INT8 class, and the weight width this run used where ``--reduce-range`` overrode it."""
+    if reduce_range == isa.reduce_range:
+        return isa.summary
+    return f"{isa.summary}; this run: {'7' if reduce_range else '8'}-bit weights (--reduce-range {cfg.reduce_range})"
 
 
 def _verdict(c: Candidate, fp32: Candidate, cfg: QuantizeConfig) -> str:
