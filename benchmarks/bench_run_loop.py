@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgecrack.bench.timing import LoopBudget, interleaved  # noqa: E402
 from edgecrack.data import DEFAULT_DATASET, list_images  # noqa: E402
 from edgecrack.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgecrack.loop.config import RunConfig  # noqa: E402
@@ -71,24 +72,16 @@ def backend_throughput(backend, batches: list[np.ndarray]) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def tile_resize_ms(tile: np.ndarray, contract, n: int = 200, rounds: int = 5) -> dict:
+def tile_resize_ms(tile: np.ndarray, contract, calls: int = 1000) -> dict:
     """ms per 256 px tile to the model input: OpenCV's area resize vs edgecrack's preprocess
-    (the same bytes, see ``preprocess.resize_to_contract``); best of ``rounds`` loops of ``n``."""
-
-    def best(fn) -> float:
-        times = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times.append((time.perf_counter() - t0) / n * 1e3)
-        return min(times)
-
+    (the same bytes, see ``preprocess.resize_to_contract``), timed in alternating blocks
+    (:func:`edgecrack.bench.timing.interleaved`), medians of ``calls`` calls each."""
     size = (contract.width, contract.height)
-    area = best(lambda: cv2.resize(tile, size, interpolation=cv2.INTER_AREA))
-    ours = best(lambda: preprocess(tile, contract))
+    stats, _ = interleaved({"area": lambda: cv2.resize(tile, size, interpolation=cv2.INTER_AREA),
+                            "preprocess": lambda: preprocess(tile, contract)}, LoopBudget(iterations=calls))
     same = bool(np.array_equal(preprocess(tile, contract)[0], cv2.resize(tile, size, interpolation=cv2.INTER_AREA)))
-    return {"area_resize_ms": round(area, 3), "preprocess_ms": round(ours, 3), "same_bytes": same}
+    return {"area_resize_ms": round(stats["area"].p50_ms, 3), "preprocess_ms": round(stats["preprocess"].p50_ms, 3),
+            "calls": calls, "same_bytes": same}
 
 
 def main() -> None:
@@ -196,7 +189,7 @@ of each comparison were measured interleaved, {r['repeats']} times, and compared
 | `edgecrack run` end to end (decode, preprocess, infer, JSONL log) | {e['end_to_end_fps_median']:.1f} fps | {', '.join(map(str, e['end_to_end_fps']))} |
 | **ratio** (goal >= {e['goal_ratio']}) | **{e['ratio']:.3f}** | {'met' if e['goal_met'] else 'NOT met'} |
 
-Per 256 px tile to the model input, alone (best of 5 x 200): OpenCV's area resize
+Per 256 px tile to the model input, alone (medians of {e['tile_resize']['calls']} calls each, in alternating blocks): OpenCV's area resize
 {e['tile_resize']['area_resize_ms']:.3f} ms, edgecrack's preprocess {e['tile_resize']['preprocess_ms']:.3f} ms (same bytes: {'yes' if e['tile_resize']['same_bytes'] else 'NO'}).
 
 ## Tiled 4K frame (3840x2160, 256 px tiles, {t['tiles']} tiles)

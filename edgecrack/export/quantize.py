@@ -50,7 +50,9 @@ QUANT_FORMATS = {
 }
 DEFAULT_FORMATS = ("qdq-u8s8", "qop-u8s8", "qdq-s8s8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
-#: Alternating FP32/INT8 timing blocks per speed-up measurement (:func:`paired_latency_ms`).
+#: Alternating FP32/INT8 timing blocks per speed-up measurement (:func:`paired_latency_ms`). With
+#: :attr:`QuantizeConfig.latency_runs` calls a side, eight estimates in a row spread about as little as
+#: with a measurement five times longer (``benchmarks/int8/int8.md``, the gate's own spread).
 ROUNDS = 4
 
 
